@@ -1,0 +1,42 @@
+# loyalty_model — `make` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= demo_out
+PRESET ?= small
+SEED ?= 7
+
+.PHONY: help setup demo test lint format clean
+
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev,spark]'
+	touch $(STAMP)
+
+setup: $(STAMP) ## Create .venv and install the package with dev and spark extras
+
+demo: setup ## Simulate the `small` world, validate it (the main job, end to end)
+	$(BIN)/loyalty-model simulate --preset $(PRESET) --seed $(SEED) --out $(DEMO_DIR)/data
+	$(BIN)/loyalty-model validate --data $(DEMO_DIR)/data
+
+test: setup ## Run the whole test suite
+	$(BIN)/pytest
+
+lint: setup ## Ruff lint and format check
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+
+format: setup ## Apply ruff fixes and formatting
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean: ## Remove the venv, demo output and caches
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache mlflow.db mlruns
