@@ -17,8 +17,8 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Predict the brand-loyal customers an influencer's audience will produce.",
 )
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 EXIT_INVALID = 2
 
