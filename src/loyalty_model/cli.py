@@ -135,6 +135,77 @@ def validate(
     raise typer.Exit(EXIT_INVALID)
 
 
+@app.command()
+def train(
+    config: Annotated[
+        Path, typer.Option(help="Task config YAML (sections data, label, features, split, ...).")
+    ] = Path("configs/default.yaml"),
+    data: Annotated[
+        Path | None, typer.Option(help="Data directory; overrides data.dir in the config.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
+    ] = None,
+) -> None:
+    """Build point-in-time features, fit LightGBM, track the run and register the model.
+
+    The tracking store is MLFLOW_TRACKING_URI, else tracking.uri, else sqlite:///mlflow.db in
+    the working directory. The new version gets alias `challenger` (and `champion` when there
+    is none yet).
+    """
+    import logging
+
+    from loyalty_model import tracking
+    from loyalty_model import train as training
+    from loyalty_model.config import ConfigError, load_config
+    from loyalty_model.contract import ContractError
+    from loyalty_model.spine import SplitError
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    overrides = list(set_ or [])
+    if data is not None:
+        overrides.append(f"data.dir={data}")
+    try:
+        cfg = load_config(config, overrides)
+        if not Path(cfg.data.dir).is_dir():
+            _fail(f"data directory not found: {cfg.data.dir}")
+        with console.status("building features and training"):
+            result = training.train(cfg)
+    except (ConfigError, ContractError, SplitError) as exc:
+        _fail(str(exc))
+    import yaml
+
+    params = {**cfg.flat(), **{f"size.{k}": v for k, v in result.sizes.items()}}
+    metrics = {**result.metrics, **result.sizes, **result.timings}
+    artifacts = {
+        "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        "feature_spec.json": __import__("json").dumps(result.model.spec.to_dict(), indent=2),
+        "feature_importance.csv": result.model.importance().to_csv(index=False),
+    }
+    reg = tracking.log_training_run(
+        cfg, result.model, params, metrics, artifacts, result.frames["train"]
+    )
+    t = Table(title="trained", show_header=True)
+    t.add_column("metric")
+    t.add_column("valid", justify="right")
+    t.add_column("test", justify="right")
+    for m in ("roc_auc", "pr_auc", "log_loss", "base_rate", "mean_p", "rows"):
+        fmt = "{:,.0f}" if m == "rows" else "{:.4f}"
+        t.add_row(
+            m, fmt.format(result.metrics[f"valid_{m}"]), fmt.format(result.metrics[f"test_{m}"])
+        )
+    console.print(t)
+    console.print(
+        f"run [bold]{reg.run_id}[/]  model [bold]{reg.name}[/] version [bold]{reg.version}[/]"
+        f"  aliases: {', '.join(reg.aliases)}\n"
+        f"features {result.timings['feature_seconds']:.1f}s "
+        f"({result.timings['events_per_second_features']:,.0f} events/s), "
+        f"fit {result.timings['fit_seconds']:.1f}s, "
+        f"best iteration {result.metrics['best_iteration']:.0f}"
+    )
+
+
 def main() -> None:
     try:
         app()

@@ -175,7 +175,7 @@ def _examples(con: duckdb.DuckDBPyConnection, sql: str) -> tuple[str, ...]:
 def _count_and_examples(
     con: duckdb.DuckDBPyConnection, view: str, predicate: str, show: str
 ) -> tuple[int, tuple[str, ...]]:
-    n = con.execute(f"SELECT count(*) FROM {view} WHERE {predicate}").fetchone()[0]
+    n = con.execute(f"SELECT count(*) FROM {view} WHERE {predicate}").fetchall()[0][0]
     if not n:
         return 0, ()
     ex = _examples(
@@ -235,7 +235,7 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, view: str) -> lis
             problems.append(Problem(table, col.name, f"not a valid {col.kind}", n, ex))
         typed = f"TRY_CAST({c} AS {sql_type})"
         if not col.nullable:
-            n = con.execute(f"SELECT count(*) FROM {view} WHERE {c} IS NULL").fetchone()[0]
+            n = con.execute(f"SELECT count(*) FROM {view} WHERE {c} IS NULL").fetchall()[0][0]
             if n:
                 problems.append(Problem(table, col.name, "null in a required column", n))
         if col.kind == "string":
@@ -262,7 +262,7 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, view: str) -> lis
     if schema.key and set(schema.key) <= names:
         key = ", ".join(quote_ident(k) for k in schema.key)
         dup = f"SELECT {key} FROM {view} GROUP BY ALL HAVING count(*) > 1"
-        n = con.execute(f"SELECT count(*) FROM ({dup})").fetchone()[0]
+        n = con.execute(f"SELECT count(*) FROM ({dup})").fetchall()[0][0]
         if n:
             show = f"SELECT concat_ws('|', {key}) AS v FROM ({dup}) ORDER BY v"
             problems.append(

@@ -19,3 +19,11 @@ def duckdb_connection(
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     return con
+
+
+def ibis_tables(con: duckdb.DuckDBPyConnection, names: list[str] | tuple[str, ...]) -> dict:
+    """Ibis tables over views already registered on a DuckDB connection (see io.register_tables)."""
+    import ibis
+
+    backend = ibis.duckdb.from_connection(con)
+    return {name: backend.table(name) for name in names}

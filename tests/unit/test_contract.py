@@ -97,7 +97,7 @@ def test_parquet_dataset_folder_is_read(tmp_path):
     assert problems(root) == []
     con = duckdb_connection()
     register_tables(con, root)
-    assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 3
+    assert con.execute("SELECT count(*) FROM events").fetchall()[0][0] == 3
 
 
 def test_extra_columns_are_allowed(tmp_path):

@@ -1,0 +1,156 @@
+"""One typed config object, loaded once at the entry point and passed down.
+
+Task config lives in `configs/*.yaml`; `--set section.key=value` overrides single values.
+Unknown keys are rejected with a message that names them. Environment settings (such as
+`MLFLOW_TRACKING_URI`) stay in the environment.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    dir: Path = Field(Path("demo_out/data"), description="data directory (the five tables)")
+    engine: Literal["duckdb", "spark"] = Field("duckdb", description="feature engine")
+    sample_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of training followers kept (hash of follower_id)"
+    )
+
+
+class LabelConfig(_Section):
+    horizon_days: int = Field(90, ge=1, description="label window length after the cutoff")
+    min_purchases: int = Field(2, ge=1, description="purchases of the brand in the window")
+    require_attribution: bool = Field(
+        False, description="the first purchase must carry the campaign's influencer_id"
+    )
+
+
+class FeatureConfig(_Section):
+    windows: tuple[int, ...] = Field((7, 30, 90, 365), description="lookback windows in days")
+    prior_strength: float = Field(
+        200.0, ge=0, description="pseudo-followers shrinking an influencer's past loyal rate"
+    )
+
+    @model_validator(mode="after")
+    def _windows_positive(self) -> FeatureConfig:
+        if not self.windows or min(self.windows) < 1 or len(set(self.windows)) != len(self.windows):
+            raise ValueError("features.windows must be distinct positive day counts")
+        return self
+
+
+class SplitConfig(_Section):
+    method: Literal["fraction", "date"] = Field(
+        "fraction", description="split campaign start times by fractions or by dates"
+    )
+    valid_fraction: float = Field(0.15, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+    valid_start: date | None = Field(None, description="first day of validation (method=date)")
+    test_start: date | None = Field(None, description="first day of test (method=date)")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplitConfig:
+        if self.method == "fraction" and self.valid_fraction + self.test_fraction >= 1:
+            raise ValueError("split.valid_fraction + split.test_fraction must be < 1")
+        if self.method == "date":
+            if self.valid_start is None or self.test_start is None:
+                raise ValueError("split.method=date needs split.valid_start and split.test_start")
+            if self.valid_start >= self.test_start:
+                raise ValueError("split.valid_start must be before split.test_start")
+        return self
+
+
+class ModelConfig(_Section):
+    learning_rate: float = Field(0.05, gt=0)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(100, ge=1)
+    n_estimators: int = Field(2000, ge=1, description="upper bound; early stopping decides")
+    early_stopping_rounds: int = Field(100, ge=1)
+    feature_fraction: float = Field(0.8, gt=0, le=1)
+    bagging_fraction: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    seed: int = 42
+    threads: int = Field(2, ge=1)
+
+
+class TrackingConfig(_Section):
+    uri: str | None = Field(
+        None, description="MLflow tracking URI; MLFLOW_TRACKING_URI wins, else sqlite:///mlflow.db"
+    )
+    experiment: str = "loyalty-model"
+    model_name: str = "audience-loyalty"
+
+
+class GateConfig(_Section):
+    metric: str = Field("test_pr_auc", description="metric the challenger must improve")
+    min_delta: float = Field(0.0, description="by at least this much")
+    max_ece: float = Field(0.02, ge=0, description="absolute floor on calibration error")
+
+
+class Config(_Section):
+    data: DataConfig = DataConfig()
+    label: LabelConfig = LabelConfig()
+    features: FeatureConfig = FeatureConfig()
+    split: SplitConfig = SplitConfig()
+    model: ModelConfig = ModelConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    gate: GateConfig = GateConfig()
+
+    def flat(self) -> dict[str, Any]:
+        """section.key -> value, for logging as parameters."""
+        out: dict[str, Any] = {}
+        for section, values in self.model_dump(mode="json").items():
+            for key, value in values.items():
+                out[f"{section}.{key}"] = value
+        return out
+
+
+class ConfigError(ValueError):
+    """The config cannot be loaded; the message is one line."""
+
+
+def _set_dotted(tree: dict, dotted: str) -> None:
+    if "=" not in dotted:
+        raise ConfigError(f"--set expects section.key=value, got {dotted!r}")
+    key, raw = dotted.split("=", 1)
+    parts = key.strip().split(".")
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(f"--set expects section.key=value, got {dotted!r}")
+    section, name = parts
+    tree.setdefault(section, {})
+    if not isinstance(tree[section], dict):
+        raise ConfigError(f"config section {section!r} is not a mapping")
+    tree[section][name] = yaml.safe_load(raw)
+
+
+def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read YAML (if given), apply `section.key=value` overrides, validate."""
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        tree = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(tree, dict):
+            raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for item in overrides or []:
+        _set_dotted(tree, item)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        msgs = []
+        for e in exc.errors():
+            where = ".".join(str(p) for p in e["loc"])
+            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            msgs.append(f"{where}: {what}" if where else what)
+        source = f"{path}: " if path else ""
+        raise ConfigError(f"{source}invalid config: {'; '.join(msgs)}") from None

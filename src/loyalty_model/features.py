@@ -1,0 +1,330 @@
+"""Point-in-time features as Ibis expressions (DuckDB in-process by default, Spark to scale).
+
+Point-in-time rule: a feature of a spine row uses only events of UTC days strictly before the
+day of its `cutoff_ts` — a subset of the events with `event_ts < cutoff_ts`, so no event at or
+after the cutoff can ever contribute. Events are first reduced to daily counts per
+(follower, influencer, brand, day); every window is then a range condition on day numbers.
+
+Families (names carry the window in days, e.g. `fi_like_30d`):
+  fi_*   follower x influencer engagement, depth, recency, follow tenure, share of attention
+  f_*    follower overall: activity, influencers engaged, purchases, repeat tendency, bot signals
+  fb_*   follower x brand: purchases of the brand and its category, sponsored engagement
+  inf_*  influencer as of the cutoff: size, tier, audience, engagement rate, niche match,
+         sponsored posts, shrunken loyal rate of past campaigns closed before the cutoff
+  br_*   brand: category, price level
+Features whose inputs are absent are null (or zero counts), never an error.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import ibis
+import ibis.expr.types as ir
+
+from loyalty_model.config import FeatureConfig, LabelConfig
+from loyalty_model.spine import audience_rows, with_labels
+
+FEATURE_VERSION = "1"
+ENGAGEMENT = ("view", "like", "comment", "share", "save", "click")
+TIER_EDGES = (1e4, 1e5, 5e5, 1e6)  # nano < 10k <= micro < 100k <= mid < 500k <= macro < 1M <= mega
+SPINE_KEYS = ("follower_id", "influencer_id", "brand_id", "cutoff_ts")
+DAY_S = 86_400
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What scoring needs to rebuild exactly the training features; stored with the model."""
+
+    version: str
+    windows: tuple[int, ...]
+    prior_strength: float
+    horizon_days: int
+    min_purchases: int
+    require_attribution: bool
+    names: tuple[str, ...]
+    categorical: tuple[str, ...]
+    categories: dict[str, tuple[str, ...]]  # vocabulary of each categorical (codes = positions)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        d = dict(d)
+        d["windows"] = tuple(d["windows"])
+        d["names"] = tuple(d["names"])
+        d["categorical"] = tuple(d["categorical"])
+        d["categories"] = {k: tuple(v) for k, v in d["categories"].items()}
+        return cls(**d)
+
+
+def _daynum(ts: ir.TimestampValue) -> ir.IntegerValue:
+    return (ts.epoch_seconds() // DAY_S).cast("int64")
+
+
+def daily_events(events: ir.Table) -> ir.Table:
+    """Events reduced to one row per (follower, influencer, brand, day) with counts per type."""
+    e = events.mutate(day=_daynum(events.event_ts))
+    aggs = {f"n_{t}": (e.event_type == t).sum().cast("int64") for t in (*ENGAGEMENT, "purchase")}
+    aggs["amount"] = e.amount.sum()
+    aggs["posts"] = e.post_id.nunique().cast("int64")
+    return e.group_by(["follower_id", "influencer_id", "brand_id", "day"]).aggregate(**aggs)
+
+
+def _in_window(day: ir.IntegerValue, cut: ir.IntegerValue, w: int | None) -> ir.BooleanValue:
+    before = day < cut
+    return before if w is None else before & (day >= cut - w)
+
+
+def _wsum(value: ir.NumericValue, cond: ir.BooleanValue) -> ir.NumericValue:
+    return cond.ifelse(value, 0).sum()
+
+
+def _follower_influencer(keys: ir.Table, daily: ir.Table, follows: ir.Table, cfg) -> ir.Table:
+    k = keys.select("follower_id", "influencer_id", "cutoff_ts").distinct()
+    k = k.mutate(cut=_daynum(k.cutoff_ts))
+    d = daily.filter(daily.influencer_id.notnull())
+    j = k.left_join(
+        d, [k.follower_id == d.follower_id, k.influencer_id == d.influencer_id, d.day < k.cut]
+    )
+    aggs = {}
+    for w in cfg.windows:
+        cond = _in_window(j.day, j.cut, w)
+        for t in ENGAGEMENT:
+            aggs[f"fi_{t}_{w}d"] = _wsum(j[f"n_{t}"], cond)
+        aggs[f"fi_posts_{w}d"] = _wsum(j.posts, cond)
+    aggs["fi_days_since_engaged"] = (j.cut.max() - j.day.max()).cast("float64")
+    out = j.group_by([k.follower_id, k.influencer_id, k.cutoff_ts, k.cut]).aggregate(**aggs)
+    out = out.mutate(
+        **{
+            f"fi_depth_{w}d": (
+                (out[f"fi_comment_{w}d"] + out[f"fi_share_{w}d"] + out[f"fi_save_{w}d"])
+                / out[f"fi_view_{w}d"].nullif(0)
+            ).cast("float64")
+            for w in cfg.windows
+        }
+    )
+    # tenure of the follow active at the cutoff
+    f = follows
+    ten = (
+        k.join(
+            f,
+            [
+                k.follower_id == f.follower_id,
+                k.influencer_id == f.influencer_id,
+                f.followed_at <= k.cutoff_ts,
+            ],
+        )
+        .group_by([k.follower_id, k.influencer_id, k.cutoff_ts])
+        .aggregate(
+            fi_follow_days=((k.cutoff_ts.epoch_seconds() - f.followed_at.epoch_seconds()).min())
+            / DAY_S
+        )
+    )
+    return (
+        out.drop("cut")
+        .left_join(ten, ["follower_id", "influencer_id", "cutoff_ts"])
+        .drop("follower_id_right", "influencer_id_right", "cutoff_ts_right")
+    )
+
+
+def _follower(keys: ir.Table, daily: ir.Table, brands: ir.Table, cfg) -> ir.Table:
+    k = keys.select("follower_id", "cutoff_ts").distinct()
+    k = k.mutate(cut=_daynum(k.cutoff_ts))
+    j = k.left_join(daily, [k.follower_id == daily.follower_id, daily.day < k.cut])
+    eng = sum(j[f"n_{t}"] for t in ENGAGEMENT)
+    aggs = {}
+    for w in cfg.windows:
+        cond = _in_window(j.day, j.cut, w)
+        aggs[f"f_events_{w}d"] = _wsum(eng, cond)
+        aggs[f"f_purchases_{w}d"] = _wsum(j.n_purchase, cond)
+        aggs[f"f_amount_{w}d"] = _wsum(j.amount.fill_null(0), cond)
+    wmax = max(cfg.windows)
+    cmax = _in_window(j.day, j.cut, wmax)
+    aggs[f"f_influencers_{wmax}d"] = (
+        (cmax & j.influencer_id.notnull() & (eng > 0)).ifelse(j.influencer_id, None).nunique()
+    )
+    aggs[f"f_active_days_{wmax}d"] = (cmax & (eng > 0)).ifelse(j.day, None).nunique()
+    for t in ("like", "comment", "click", "share", "save", "view"):
+        aggs[f"_all_{t}"] = j[f"n_{t}"].sum()
+    aggs["f_purchases_all"] = j.n_purchase.sum().fill_null(0)
+    aggs["f_brands_purchased"] = (j.n_purchase > 0).ifelse(j.brand_id, None).nunique()
+    aggs["f_days_since_purchase"] = (
+        j.cut.max() - (j.n_purchase > 0).ifelse(j.day, None).max()
+    ).cast("float64")
+    aggs["f_days_since_active"] = (j.cut.max() - (eng > 0).ifelse(j.day, None).max()).cast(
+        "float64"
+    )
+    out = j.group_by([k.follower_id, k.cutoff_ts]).aggregate(**aggs)
+    purchases = out.f_purchases_all.fill_null(0)
+    likes = out._all_like.fill_null(0)
+    active = out._all_comment + out._all_click + out._all_share + out._all_save
+    out = out.mutate(
+        # purchase days beyond the first per brand, over all purchase days: repeat tendency
+        f_repeat_share=((purchases - out.f_brands_purchased) / purchases.nullif(0)).cast("float64"),
+        # bot-likeness: likes but never a comment, click, share or save; likes per view
+        f_like_only=((likes > 0) & (active.fill_null(0) == 0)).cast("int8"),
+        f_like_per_view=(likes / out._all_view.nullif(0)).cast("float64"),
+        f_events_per_active_day=(
+            out[f"f_events_{wmax}d"] / out[f"f_active_days_{wmax}d"].nullif(0)
+        ).cast("float64"),
+    )
+    return out.drop(*[c for c in out.columns if c.startswith("_all_")])
+
+
+def _follower_brand(keys: ir.Table, daily: ir.Table, brands: ir.Table, cfg) -> ir.Table:
+    k = keys.select("follower_id", "brand_id", "cutoff_ts").distinct()
+    k = k.mutate(cut=_daynum(k.cutoff_ts))
+    b = brands.select("brand_id", "category")
+    k = k.left_join(b, "brand_id").drop("brand_id_right").rename(brand_cat="category")
+    d = daily.filter(daily.brand_id.notnull()).left_join(b, "brand_id").drop("brand_id_right")
+    j = k.left_join(d, [k.follower_id == d.follower_id, d.day < k.cut])
+    same = j.brand_id_right == j.brand_id
+    same_cat = j.category == j.brand_cat
+    eng = sum(j[f"n_{t}"] for t in ENGAGEMENT)
+    wmax = max(cfg.windows)
+    cmax = _in_window(j.day, j.cut, wmax)
+    aggs = {
+        "fb_purchases_all": _wsum(j.n_purchase, same & (j.day < j.cut)),
+        f"fb_purchases_{wmax}d": _wsum(j.n_purchase, same & cmax),
+        "fb_category_purchases_all": _wsum(j.n_purchase, same_cat & (j.day < j.cut)),
+        f"fb_sponsored_engagement_{wmax}d": _wsum(eng, same & cmax),
+        f"fb_sponsored_clicks_{wmax}d": _wsum(j.n_click, same & cmax),
+        "fb_days_since_purchase": (
+            j.cut.max() - (same & (j.n_purchase > 0)).ifelse(j.day, None).max()
+        ).cast("float64"),
+    }
+    return j.group_by([k.follower_id, k.brand_id, k.cutoff_ts]).aggregate(**aggs)
+
+
+def _tier(count: ir.NumericValue) -> ir.IntegerValue:
+    t = ibis.literal(0)
+    for i, edge in enumerate(TIER_EDGES, start=1):
+        t = (count >= edge).ifelse(i, t)
+    return t.cast("int8")
+
+
+def _influencer(
+    keys: ir.Table, tables: dict[str, ir.Table], daily: ir.Table, cfg, label: LabelConfig
+) -> ir.Table:
+    k = keys.select("influencer_id", "brand_id", "cutoff_ts").distinct()
+    k = k.mutate(cut=_daynum(k.cutoff_ts))
+    inf = tables["influencers"].select("influencer_id", "follower_count", inf_cat="category")
+    br = tables["brands"].select("brand_id", br_cat="category", avg_price="avg_price")
+    ic = k.select("influencer_id", "cutoff_ts", "cut").distinct()
+    # audience at the cutoff
+    f = tables["follows"]
+    aud = (
+        ic.join(
+            f,
+            [
+                ic.influencer_id == f.influencer_id,
+                f.followed_at <= ic.cutoff_ts,
+                f.unfollowed_at.isnull() | (f.unfollowed_at > ic.cutoff_ts),
+            ],
+        )
+        .group_by([ic.influencer_id, ic.cutoff_ts])
+        .aggregate(inf_audience=f.follower_id.nunique())
+    )
+    # engagement and sponsored posts over the last 90 days
+    d = daily.filter(daily.influencer_id.notnull())
+    j = ic.left_join(d, [ic.influencer_id == d.influencer_id, _in_window(d.day, ic.cut, 90)])
+    eng90 = j.group_by([ic.influencer_id, ic.cutoff_ts]).aggregate(
+        _eng=(j.n_like + j.n_comment + j.n_share + j.n_save).sum(),
+        _views=j.n_view.sum(),
+        inf_sponsored_days_90d=(j.brand_id.notnull()).ifelse(j.day, None).nunique(),
+    )
+    past = _past_campaign_rates(ic, tables, label, cfg)
+    out = (
+        k.left_join(inf, "influencer_id")
+        .drop("influencer_id_right")
+        .left_join(br, "brand_id")
+        .drop("brand_id_right")
+    )
+    for extra in (aud, eng90, past):
+        out = out.left_join(extra, ["influencer_id", "cutoff_ts"]).drop(
+            "influencer_id_right", "cutoff_ts_right"
+        )
+    out = out.mutate(
+        inf_log_followers=(out.follower_count.cast("float64") + 1).ln(),
+        inf_tier=_tier(out.follower_count),
+        inf_engagement_rate_90d=(out._eng / out.inf_audience.nullif(0)).cast("float64"),
+        inf_like_per_view_90d=(out._eng / out._views.nullif(0)).cast("float64"),
+        inf_category_match=(out.inf_cat == out.br_cat).cast("int8"),
+        br_log_price=(out.avg_price + 1).ln(),
+        inf_category=out.inf_cat,
+        br_category=out.br_cat,
+    )
+    return out.drop("follower_count", "inf_cat", "br_cat", "avg_price", "_eng", "_views", "cut")
+
+
+def _past_campaign_rates(ic: ir.Table, tables, label: LabelConfig, cfg) -> ir.Table:
+    """Loyal rate of the influencer's earlier campaigns whose label window closed before the
+    cutoff, shrunk toward the pooled rate of all such campaigns."""
+    camps = tables["campaigns"]
+    rows = with_labels(audience_rows(camps, tables["follows"]), tables["events"], label)
+    per = rows.group_by(["campaign_id", "influencer_id", "cutoff_ts"]).aggregate(
+        n=rows.label.count(), y=rows.label.sum()
+    )
+    per = per.mutate(closes=per.cutoff_ts + ibis.interval(days=label.horizon_days))
+    cuts = ic.select("cutoff_ts").distinct()
+    pooled = (
+        cuts.join(per, per.closes <= cuts.cutoff_ts)
+        .group_by(cuts.cutoff_ts)
+        .aggregate(_pn=per.n.sum(), _py=per.y.sum())
+    )
+    mine = (
+        ic.join(per, [per.influencer_id == ic.influencer_id, per.closes <= ic.cutoff_ts])
+        .group_by([ic.influencer_id, ic.cutoff_ts])
+        .aggregate(inf_past_campaigns=per.campaign_id.nunique(), _n=per.n.sum(), _y=per.y.sum())
+    )
+    out = (
+        ic.select("influencer_id", "cutoff_ts")
+        .left_join(mine, ["influencer_id", "cutoff_ts"])
+        .drop("influencer_id_right", "cutoff_ts_right")
+        .left_join(pooled, "cutoff_ts")
+        .drop("cutoff_ts_right")
+    )
+    prior = (out._py / out._pn.nullif(0)).cast("float64")
+    k = cfg.prior_strength
+    return out.mutate(
+        inf_past_campaigns=out.inf_past_campaigns.fill_null(0),
+        inf_past_loyal_rate=((out._y.fill_null(0) + k * prior) / (out._n.fill_null(0) + k)).cast(
+            "float64"
+        ),
+    ).drop("_n", "_y", "_pn", "_py")
+
+
+def build_features(
+    spine: ir.Table, tables: dict[str, ir.Table], cfg: FeatureConfig, label: LabelConfig
+) -> ir.Table:
+    """The spine with every feature column appended (one expression; nothing runs yet)."""
+    daily = daily_events(tables["events"])
+    keys = spine.select(*SPINE_KEYS).distinct()
+    fi = _follower_influencer(keys, daily, tables["follows"], cfg)
+    fo = _follower(keys, daily, tables["brands"], cfg)
+    fb = _follower_brand(keys, daily, tables["brands"], cfg)
+    inf = _influencer(keys, tables, daily, cfg, label)
+    out = spine
+    for part, on in (
+        (fi, ["follower_id", "influencer_id", "cutoff_ts"]),
+        (fo, ["follower_id", "cutoff_ts"]),
+        (fb, ["follower_id", "brand_id", "cutoff_ts"]),
+        (inf, ["influencer_id", "brand_id", "cutoff_ts"]),
+    ):
+        out = out.left_join(part, on).drop(*[f"{c}_right" for c in on])
+    # share of the follower's attention this influencer gets
+    wmax = max(cfg.windows)
+    fi_all = sum(out[f"fi_{t}_{wmax}d"] for t in ENGAGEMENT)
+    out = out.mutate(
+        fi_attention_share=(fi_all / out[f"f_events_{wmax}d"].nullif(0)).cast("float64")
+    )
+    return out
+
+
+CATEGORICAL = ("inf_category", "br_category")
+
+
+def feature_names(frame_columns: list[str], spine_columns: list[str]) -> tuple[str, ...]:
+    return tuple(c for c in frame_columns if c not in spine_columns)

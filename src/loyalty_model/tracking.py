@@ -1,0 +1,111 @@
+"""MLflow: the only module that imports mlflow.
+
+Runs, metrics, artifacts, and the registry with aliases (MLflow 3: no stages). The logged
+model is a pyfunc that returns probabilities of brand-loyal conversion, never class labels.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import infer_signature
+
+from loyalty_model.config import Config, TrackingConfig
+from loyalty_model.model import BOOSTER_FILE, SPEC_FILE, LoyaltyModel
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    """MLFLOW_TRACKING_URI wins, then the config, else an embedded sqlite file in the cwd."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or DEFAULT_URI
+
+
+class LoyaltyPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper: a feature frame in, a `p_loyal` column of probabilities out."""
+
+    def load_context(self, context) -> None:
+        folder = Path(context.artifacts["model_dir"])
+        self.model = LoyaltyModel.load(folder)
+
+    def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
+        return pd.DataFrame({"p_loyal": self.model.predict_proba(model_input)})
+
+
+@dataclass(frozen=True)
+class Registered:
+    run_id: str
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    uri: str
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [
+        f"{p}=={version(p)}"
+        for p in ("mlflow", "lightgbm", "pandas", "numpy", "scikit-learn", "loyalty-model")
+    ]
+
+
+def log_training_run(
+    cfg: Config,
+    model: LoyaltyModel,
+    params: dict,
+    metrics: dict[str, float],
+    artifacts: dict[str, str],
+    example: pd.DataFrame,
+) -> Registered:
+    """One run: params, metrics, text artifacts, the pyfunc model; register and alias it."""
+    mlflow.set_tracking_uri(tracking_uri(cfg.tracking))
+    mlflow.set_experiment(cfg.tracking.experiment)
+    name = cfg.tracking.model_name
+    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # drop NaN
+        for filename, text in artifacts.items():
+            mlflow.log_text(text, filename)
+        model_dir = Path(tmp) / "model"
+        model.save(model_dir)
+        x = example[list(model.spec.names)].copy()
+        ints = [c for c in x.columns if pd.api.types.is_integer_dtype(x[c])]
+        x[ints] = x[ints].astype("float64")  # counts may be missing at scoring time
+        signature = infer_signature(x, pd.DataFrame({"p_loyal": model.predict_proba(x)}))
+        info = mlflow.pyfunc.log_model(  # a python object: the class ships in this package
+            name="model",
+            python_model=LoyaltyPyfunc(),
+            artifacts={"model_dir": str(model_dir)},
+            signature=signature,
+            input_example=x.head(5),
+            pip_requirements=_pip_requirements(),
+            registered_model_name=name,
+            metadata={"feature_spec": model.spec.to_dict(), "files": [BOOSTER_FILE, SPEC_FILE]},
+        )
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        client.set_registered_model_alias(name, CHALLENGER, version)
+        aliases = [CHALLENGER]
+        try:
+            client.get_model_version_by_alias(name, CHAMPION)
+        except MlflowException:
+            client.set_registered_model_alias(name, CHAMPION, version)
+            aliases.append(CHAMPION)
+        mlflow.set_tag("aliases_at_registration", ",".join(aliases))
+        return Registered(
+            run.info.run_id, name, version, tuple(aliases), f"models:/{name}/{version}"
+        )
+
+
+def load_pyfunc(uri: str, cfg: TrackingConfig):
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    return mlflow.pyfunc.load_model(uri)

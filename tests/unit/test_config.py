@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from loyalty_model.config import ConfigError, load_config
+
+DEFAULT = Path(__file__).parents[2] / "configs" / "default.yaml"
+
+
+def test_default_config_loads_and_matches_code_defaults():
+    cfg = load_config(DEFAULT)
+    assert cfg.label.horizon_days == 90 and cfg.label.min_purchases == 2
+    assert cfg.features.windows == (7, 30, 90, 365)
+    assert cfg.tracking.model_name == "audience-loyalty"
+
+
+def test_overrides_are_typed():
+    cfg = load_config(DEFAULT, ["label.horizon_days=30", "features.windows=[7, 14]"])
+    assert cfg.label.horizon_days == 30 and cfg.features.windows == (7, 14)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["label.horizon=30"], "label.horizon: unknown key"),
+        (["nonsense.key=1"], "nonsense: unknown key"),
+        (["label.min_purchases=0"], "label.min_purchases"),
+        (["split.valid_fraction=0.6", "split.test_fraction=0.5"], "must be < 1"),
+        (["split.method=date"], "needs split.valid_start"),
+        (["features.windows=[7, 7]"], "distinct positive"),
+        (["labelhorizon"], "--set expects section.key=value"),
+    ],
+)
+def test_bad_config_gives_one_line_error(overrides, message):
+    with pytest.raises(ConfigError) as info:
+        load_config(DEFAULT, overrides)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_unknown_key_in_yaml_file_is_rejected(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  learning_rte: 0.1\n")
+    with pytest.raises(
+        ConfigError, match=r"c.yaml: invalid config: model.learning_rte: unknown key"
+    ):
+        load_config(path)
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(Path("nope.yaml"))
+
+
+def test_flat_params():
+    flat = load_config(DEFAULT).flat()
+    assert flat["label.horizon_days"] == 90 and flat["model.seed"] == 42
