@@ -138,8 +138,12 @@ def validate(
 @app.command()
 def train(
     config: Annotated[
-        Path, typer.Option(help="Task config YAML (sections data, label, features, split, ...).")
-    ] = Path("configs/default.yaml"),
+        Path | None,
+        typer.Option(
+            help="Task config YAML (sections data, label, features, split, model, tracking, "
+            "gate). Default: the built-in defaults, which configs/default.yaml spells out."
+        ),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option(help="Data directory; overrides data.dir in the config.")
     ] = None,

@@ -190,6 +190,8 @@ def _column_types(con: duckdb.DuckDBPyConnection, view: str) -> dict[str, str]:
 
 def _castable(kind: Kind, duck_type: str) -> bool:
     t = duck_type.upper()
+    if t in ('"NULL"', "NULL"):  # an all-null column (e.g. no post ids at all): any type
+        return True
     numeric = any(
         t.startswith(p) for p in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINY")
     ) or any(t.startswith(p) for p in ("USMALL", "UINT", "UBIG", "FLOAT", "DOUBLE", "DECIMAL"))
@@ -198,7 +200,7 @@ def _castable(kind: Kind, duck_type: str) -> bool:
     if kind == "timestamp":
         return t.startswith("TIMESTAMP") or t in ("DATE", "VARCHAR")
     if kind in ("float", "int"):
-        return numeric or t in ("VARCHAR", '"NULL"', "NULL")
+        return numeric or t == "VARCHAR"
     return False
 
 

@@ -233,7 +233,8 @@ def _influencer(
     eng90 = j.group_by([ic.influencer_id, ic.cutoff_ts]).aggregate(
         _eng=(j.n_like + j.n_comment + j.n_share + j.n_save).sum(),
         _views=j.n_view.sum(),
-        inf_sponsored_days_90d=(j.brand_id.notnull()).ifelse(j.day, None).nunique(),
+        # days with sponsored posts engaged (a brand and a post: not an attributed purchase)
+        inf_sponsored_days_90d=(j.brand_id.notnull() & (j.posts > 0)).ifelse(j.day, None).nunique(),
     )
     past = _past_campaign_rates(ic, tables, label, cfg)
     out = (

@@ -6,8 +6,10 @@ model is a pyfunc that returns probabilities of brand-loyal conversion, never cl
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +24,22 @@ from loyalty_model.model import BOOSTER_FILE, SPEC_FILE, LoyaltyModel
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 CHALLENGER, CHAMPION = "challenger", "champion"
+
+
+class _NoCloudPickleNotice(logging.Filter):
+    """The pyfunc class is ours and ships in this package; the pickle notice is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "CloudPickle" not in record.getMessage()
+
+
+def _quiet() -> None:
+    """MLflow's info chatter hides our own output; keep its warnings."""
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    pyfunc_log = logging.getLogger("mlflow.pyfunc")
+    if not any(isinstance(f, _NoCloudPickleNotice) for f in pyfunc_log.filters):
+        pyfunc_log.addFilter(_NoCloudPickleNotice())
+    warnings.filterwarnings("ignore", message=".*Integer columns.*", module="mlflow")
 
 
 def tracking_uri(cfg: TrackingConfig) -> str:
@@ -67,6 +85,7 @@ def log_training_run(
     example: pd.DataFrame,
 ) -> Registered:
     """One run: params, metrics, text artifacts, the pyfunc model; register and alias it."""
+    _quiet()
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking))
     mlflow.set_experiment(cfg.tracking.experiment)
     name = cfg.tracking.model_name

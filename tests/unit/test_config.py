@@ -11,6 +11,7 @@ DEFAULT = Path(__file__).parents[2] / "configs" / "default.yaml"
 
 def test_default_config_loads_and_matches_code_defaults():
     cfg = load_config(DEFAULT)
+    assert cfg == load_config(None)  # the YAML spells out the built-in defaults
     assert cfg.label.horizon_days == 90 and cfg.label.min_purchases == 2
     assert cfg.features.windows == (7, 30, 90, 365)
     assert cfg.tracking.model_name == "audience-loyalty"

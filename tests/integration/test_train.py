@@ -1,0 +1,169 @@
+"""`loyalty-model train` end to end on the tiny world against a temporary tracking store,
+and on a sparse world that is nothing like the simulator."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from loyalty_model import tracking
+from loyalty_model.cli import app
+from loyalty_model.config import TrackingConfig
+
+from ..helpers import events_frame, ts, write_dir
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> str:
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # the default artifact root lands in the temp folder too
+    return uri
+
+
+def train(data, *extra) -> str:
+    result = runner.invoke(app, ["train", "--data", str(data), *extra])
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
+    out = train(tiny_world)
+    assert "version 1" in out and "challenger, champion" in out
+    assert "roc_auc" in out
+    model = tracking.load_pyfunc("models:/audience-loyalty@champion", TrackingConfig())
+    client = MlflowClient(tracking_uri=store)
+    mv = client.get_model_version_by_alias("audience-loyalty", "champion")
+    run = client.get_run(mv.run_id)
+    for key in ("test_roc_auc", "test_pr_auc", "test_log_loss", "valid_roc_auc", "train_rows"):
+        assert key in run.data.metrics, key
+    assert run.data.params["label.horizon_days"] == "90"
+    arts = {a.path for a in client.list_artifacts(mv.run_id)}
+    assert {"config.yaml", "feature_spec.json", "feature_importance.csv"} <= arts
+    spec = json.loads(Path(client.download_artifacts(mv.run_id, "feature_spec.json")).read_text())
+    # scoring input: the feature frame (categoricals as strings, counts possibly missing)
+    frame = pd.DataFrame({n: np.zeros(4) for n in spec["names"]})
+    for c in spec["categorical"]:
+        frame[c] = [spec["categories"][c][0], "unseen", None, spec["categories"][c][-1]]
+    pred = model.predict(frame)
+    p = np.asarray(pred["p_loyal"])
+    assert p.shape == (4,) and ((p >= 0) & (p <= 1)).all()
+    assert not set(np.unique(p)) <= {0.0, 1.0}  # probabilities, not class labels
+
+
+def test_second_version_is_challenger_and_champion_stays(tiny_world, store):
+    train(tiny_world)
+    out = train(tiny_world, "--set", "model.num_leaves=7")
+    assert "version 2" in out and "aliases: challenger" in out and "champion" not in out
+    client = MlflowClient(tracking_uri=store)
+    assert str(client.get_model_version_by_alias("audience-loyalty", "champion").version) == "1"
+    assert str(client.get_model_version_by_alias("audience-loyalty", "challenger").version) == "2"
+
+
+def test_training_is_deterministic(tiny_world, store):
+    first = train(tiny_world)
+    second = train(tiny_world)
+
+    def table(out):
+        return [line for line in out.splitlines() if line.startswith(("│ roc_auc", "│ pr_auc"))]
+
+    assert table(first) == table(second)
+
+
+def test_bad_inputs_fail_cleanly(tmp_path, store):
+    result = runner.invoke(app, ["train", "--data", str(tmp_path / "nope")])
+    assert result.exit_code == 2 and "data directory not found" in result.output
+    result = runner.invoke(app, ["train", "--data", str(tmp_path), "--set", "label.horizon=3"])
+    assert result.exit_code == 2 and "label.horizon: unknown key" in result.output
+    result = runner.invoke(app, ["train", "--data", str(tmp_path)])
+    assert result.exit_code == 2 and "table not found" in result.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+def sparse_world() -> dict[str, pd.DataFrame]:
+    """One influencer, one brand, purchases only, no prices, no unfollows, 4 campaigns."""
+    rng = np.random.default_rng(0)
+    followers = [f"u{i:03d}" for i in range(120)]
+    starts = [ts("2024-03-01"), ts("2024-06-01"), ts("2024-09-01"), ts("2024-12-01")]
+    rows = []
+    for s in starts:
+        for f in followers:
+            if rng.random() < 0.3:
+                for k in range(int(rng.integers(1, 4))):
+                    when = s + pd.Timedelta(days=int(rng.integers(-80, 85)) + k)
+                    rows.append((when, f, None, "B", None, "purchase", 25.0))
+    rows.append((ts("2025-04-01"), "u000", None, "B", None, "purchase", 25.0))  # data end
+    return {
+        "events": events_frame(rows),
+        "follows": pd.DataFrame(
+            {
+                "follower_id": followers,
+                "influencer_id": "I",
+                "followed_at": ts("2023-01-01"),
+                "unfollowed_at": pd.Series([pd.NaT] * 120, dtype="datetime64[us, UTC]"),
+            }
+        ),
+        "influencers": pd.DataFrame(
+            {
+                "influencer_id": ["I"],
+                "follower_count": [120],
+                "category": ["food"],
+                "price_per_post": [None],
+            }
+        ),
+        "brands": pd.DataFrame({"brand_id": ["B"], "category": ["food"], "avg_price": [None]}),
+        "campaigns": pd.DataFrame(
+            {
+                "campaign_id": [f"c{i}" for i in range(4)],
+                "brand_id": "B",
+                "influencer_id": "I",
+                "start_ts": starts,
+                "cost": [None] * 4,
+            }
+        ),
+    }
+
+
+def test_sparse_world_trains(tmp_path, store):
+    data = write_dir(sparse_world(), tmp_path / "sparse")
+    out = train(data, "--set", "model.min_child_samples=5")
+    assert "version 1" in out
+
+
+def test_split_by_dates(tmp_path, store):
+    data = write_dir(sparse_world(), tmp_path / "sparse")
+    out = train(
+        data,
+        "--set",
+        "split.method=date",
+        "--set",
+        "split.valid_start=2024-05-01",
+        "--set",
+        "split.test_start=2024-08-01",
+        "--set",
+        "model.min_child_samples=5",
+    )
+    assert "version 1" in out
+    bad = runner.invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--set",
+            "split.method=date",
+            "--set",
+            "split.valid_start=2025-05-01",
+            "--set",
+            "split.test_start=2025-08-01",
+        ],
+    )
+    assert bad.exit_code == 2 and "empty" in bad.output

@@ -1,0 +1,241 @@
+"""Features on tiny hand-built worlds: hand-computed values for every family, and the
+point-in-time invariant as a property: no event at or after the cutoff changes any feature."""
+
+from __future__ import annotations
+
+import itertools
+
+import ibis
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from loyalty_model import engines, features, io
+from loyalty_model.config import FeatureConfig, LabelConfig
+
+from ..helpers import events_frame, ts, write_dir
+
+CUTOFF = ts("2024-03-01 17:00")
+CFG = FeatureConfig(windows=(7, 30, 90), prior_strength=0.0)
+LABEL = LabelConfig()
+
+
+def base_tables() -> dict[str, pd.DataFrame]:
+    ev = events_frame(
+        [
+            # f1 x i1 engagement
+            ("2024-02-28 09:00", "f1", "i1", None, "p1", "view", None),  # 2 days before
+            ("2024-02-28 09:01", "f1", "i1", None, "p1", "like", None),
+            ("2024-02-10 12:00", "f1", "i1", "b1", "p2", "view", None),  # 20 days, sponsored b1
+            ("2024-02-10 12:01", "f1", "i1", "b1", "p2", "comment", None),
+            ("2024-02-10 12:02", "f1", "i1", "b1", "p2", "click", None),
+            ("2024-01-15 08:00", "f1", "i1", None, "p3", "view", None),  # 46 days
+            ("2024-03-01 10:00", "f1", "i1", None, "p4", "view", None),  # cutoff day: excluded
+            ("2024-03-02 10:00", "f1", "i1", None, "p5", "view", None),  # after: excluded
+            # f1 elsewhere
+            ("2024-02-27 10:00", "f1", "i2", None, "p6", "view", None),
+            # f1 purchases
+            ("2024-02-20 10:00", "f1", None, "b1", None, "purchase", 10.0),
+            ("2024-02-25 10:00", "f1", "i1", "b1", None, "purchase", 20.0),
+            ("2024-01-05 10:00", "f1", None, "b2", None, "purchase", 5.0),
+            ("2024-03-05 10:00", "f1", None, "b1", None, "purchase", 99.0),  # future
+            # f2: likes only (bot-like), on i1
+            ("2024-02-29 10:00", "f2", "i1", None, "p1", "view", None),
+            ("2024-02-29 10:00", "f2", "i1", None, "p1", "like", None),
+            ("2024-02-29 10:05", "f2", "i1", None, "p7", "like", None),
+            # past campaign c0 (i1, b1, 2023-10-01): f1 bought twice in its window
+            ("2023-10-05 10:00", "f1", "i1", "b1", None, "purchase", 10.0),
+            ("2023-10-20 10:00", "f1", None, "b1", None, "purchase", 10.0),
+        ]
+    )
+    follows = pd.DataFrame(
+        {
+            "follower_id": ["f1", "f2", "f1"],
+            "influencer_id": ["i1", "i1", "i2"],
+            "followed_at": [ts("2023-09-01"), ts("2023-09-15"), ts("2024-01-01")],
+            "unfollowed_at": pd.Series([pd.NaT, pd.NaT, pd.NaT], dtype="datetime64[us, UTC]"),
+        }
+    )
+    influencers = pd.DataFrame(
+        {
+            "influencer_id": ["i1", "i2"],
+            "follower_count": [50_000, 2_000_000],
+            "category": ["beauty", "tech"],
+            "price_per_post": [500.0, None],
+        }
+    )
+    brands = pd.DataFrame(
+        {"brand_id": ["b1", "b2"], "category": ["beauty", "beauty"], "avg_price": [19.0, None]}
+    )
+    campaigns = pd.DataFrame(
+        {
+            "campaign_id": ["c0", "c1"],
+            "brand_id": ["b1", "b1"],
+            "influencer_id": ["i1", "i1"],
+            "start_ts": [ts("2023-10-01 17:00"), CUTOFF],
+            "cost": [None, 100.0],
+        }
+    )
+    return {
+        "events": ev,
+        "follows": follows,
+        "influencers": influencers,
+        "brands": brands,
+        "campaigns": campaigns,
+    }
+
+
+def compute(tables: dict[str, pd.DataFrame], root, cfg=CFG) -> pd.DataFrame:
+    write_dir(tables, root)
+    con = engines.duckdb_connection()
+    views = io.register_tables(con, root)
+    t = engines.ibis_tables(con, list(views))
+    spine = ibis.memtable(
+        pd.DataFrame(
+            {
+                "follower_id": ["f1", "f2"],
+                "influencer_id": ["i1", "i1"],
+                "brand_id": ["b1", "b1"],
+                "cutoff_ts": [CUTOFF, CUTOFF],
+            }
+        )
+    )
+    out = features.build_features(spine, t, cfg, LABEL).to_pyarrow().to_pandas()
+    return out.sort_values("follower_id").set_index("follower_id")
+
+
+@pytest.fixture(scope="module")
+def feats(tmp_path_factory) -> pd.DataFrame:
+    return compute(base_tables(), tmp_path_factory.mktemp("feat"))
+
+
+def test_follower_influencer_family(feats):
+    f1 = feats.loc["f1"]
+    assert (f1.fi_view_7d, f1.fi_like_7d) == (1, 1)
+    assert (f1.fi_view_30d, f1.fi_comment_30d, f1.fi_click_30d) == (2, 1, 1)
+    assert f1.fi_view_90d == 3
+    assert f1.fi_posts_30d == 2 and f1.fi_posts_90d == 3
+    assert f1.fi_depth_30d == pytest.approx(1 / 2)  # (comment+share+save) / views
+    assert f1.fi_days_since_engaged == 2  # 2024-02-28 -> day of 2024-03-01
+    assert f1.fi_follow_days == pytest.approx((CUTOFF - ts("2023-09-01")).total_seconds() / 86400)
+    # f1's engagement over 90 days: 6 on i1 + 1 on i2
+    assert f1.fi_attention_share == pytest.approx(6 / 7)
+
+
+def test_follower_family(feats):
+    f1, f2 = feats.loc["f1"], feats.loc["f2"]
+    assert f1.f_purchases_30d == 2 and f1.f_amount_30d == pytest.approx(30.0)
+    assert f1.f_purchases_90d == 3 and f1.f_amount_90d == pytest.approx(35.0)
+    assert f1.f_purchases_all == 5  # includes the 2023 purchases
+    assert f1.f_brands_purchased == 2
+    assert f1.f_days_since_purchase == 5
+    assert f1.f_repeat_share == pytest.approx((5 - 2) / 5)
+    assert f1.f_influencers_90d == 2
+    assert f1.f_like_only == 0
+    assert f2.f_like_only == 1 and f2.f_like_per_view == pytest.approx(2.0)
+    assert f2.f_purchases_all == 0 and np.isnan(f2.f_days_since_purchase)
+
+
+def test_follower_brand_family(feats):
+    f1, f2 = feats.loc["f1"], feats.loc["f2"]
+    assert f1.fb_purchases_all == 4  # b1: two in 2023, two in February
+    assert f1.fb_purchases_90d == 2
+    assert f1.fb_category_purchases_all == 5  # b2 is beauty too
+    assert f1.fb_sponsored_engagement_90d == 3 and f1.fb_sponsored_clicks_90d == 1
+    assert f1.fb_days_since_purchase == 5
+    assert f2.fb_purchases_all == 0 and np.isnan(f2.fb_days_since_purchase)
+
+
+def test_influencer_and_brand_family(feats):
+    f1 = feats.loc["f1"]
+    assert f1.inf_audience == 2
+    assert f1.inf_tier == 1  # 50k followers: micro
+    assert f1.inf_log_followers == pytest.approx(np.log(50_001))
+    assert f1.inf_category_match == 1
+    assert f1.inf_category == "beauty" and f1.br_category == "beauty"
+    assert f1.br_log_price == pytest.approx(np.log(20.0))
+    # past campaign c0 closed before the cutoff: 2 followers then, f1 loyal -> 1/2
+    assert f1.inf_past_campaigns == 1
+    assert f1.inf_past_loyal_rate == pytest.approx(0.5)
+    # 90-day engagement on i1 (likes, comments, shares, saves): 1+1+2 = 4 over 2 followers
+    assert f1.inf_engagement_rate_90d == pytest.approx(4 / 2)
+    assert f1.inf_sponsored_days_90d == 1
+
+
+def test_prior_shrinks_past_rate(tmp_path):
+    out = compute(base_tables(), tmp_path, FeatureConfig(windows=(7, 30, 90), prior_strength=8))
+    # pooled prior over campaigns closed before the cutoff is c0 itself (0.5): stays 0.5
+    assert out.loc["f1"].inf_past_loyal_rate == pytest.approx(0.5)
+
+
+def test_no_engagement_events_at_all_gives_nulls_and_zeros(tmp_path):
+    tables = base_tables()
+    ev = tables["events"]
+    tables["events"] = ev[ev.event_type == "purchase"].reset_index(drop=True)
+    out = compute(tables, tmp_path)
+    assert out.loc["f2"].fi_view_90d == 0
+    assert np.isnan(out.loc["f2"].fi_depth_90d)
+    assert out.loc["f1"].f_purchases_all == 5
+
+
+# -- the point-in-time invariant ---------------------------------------------------------------
+
+_TYPES = ("view", "like", "comment", "share", "save", "click", "purchase")
+
+
+@st.composite
+def future_events(draw):
+    """1-4 events at or after the cutoff: any follower, influencer, brand and type."""
+    n = draw(st.integers(1, 4))
+    rows = []
+    for _ in range(n):
+        seconds = draw(st.integers(0, 200 * 86400))
+        kind = draw(st.sampled_from(_TYPES))
+        rows.append(
+            (
+                CUTOFF + pd.Timedelta(seconds=seconds),
+                draw(st.sampled_from(["f1", "f2", "f3"])),
+                draw(st.sampled_from(["i1", "i2", None])),
+                draw(st.sampled_from(["b1", "b2", None])) if kind != "purchase" else "b1",
+                draw(st.sampled_from(["p1", "p9", None])),
+                kind,
+                draw(st.floats(0, 500)) if kind == "purchase" else None,
+            )
+        )
+    return rows
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory) -> pd.DataFrame:
+    return compute(base_tables(), tmp_path_factory.mktemp("base"))
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(extra=future_events())
+def test_events_at_or_after_cutoff_never_change_any_feature(baseline, tmp_path_factory, extra):
+    tables = base_tables()
+    tables["events"] = pd.concat([tables["events"], events_frame(extra)], ignore_index=True)
+    got = compute(tables, tmp_path_factory.mktemp("pit"))
+    pd.testing.assert_frame_equal(got, baseline, check_exact=False, rtol=1e-12)
+
+
+def test_an_event_before_the_cutoff_day_does_change_features(baseline, tmp_path):
+    """Guard against a vacuous invariant: the same kind of change one day earlier shows."""
+    tables = base_tables()
+    early = events_frame([(CUTOFF - pd.Timedelta(days=1), "f1", "i1", None, "p9", "view", None)])
+    tables["events"] = pd.concat([tables["events"], early], ignore_index=True)
+    got = compute(tables, tmp_path)
+    assert got.loc["f1"].fi_view_7d == baseline.loc["f1"].fi_view_7d + 1
+
+
+def test_feature_names_are_unique_and_windowed(baseline):
+    names = features.feature_names(list(baseline.reset_index().columns), features.SPINE_KEYS)
+    assert len(names) == len(set(names))
+    for w, t in itertools.product(CFG.windows, features.ENGAGEMENT):
+        assert f"fi_{t}_{w}d" in names
