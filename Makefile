@@ -23,9 +23,10 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the package with dev and spark extras
 
-demo: setup ## Simulate the `small` world, validate it (the main job, end to end)
+demo: setup ## Simulate the `small` world, validate it, train and register a model (MLflow)
 	$(BIN)/loyalty-model simulate --preset $(PRESET) --seed $(SEED) --out $(DEMO_DIR)/data
 	$(BIN)/loyalty-model validate --data $(DEMO_DIR)/data
+	$(BIN)/loyalty-model train --config configs/default.yaml --data $(DEMO_DIR)/data
 
 test: setup ## Run the whole test suite
 	$(BIN)/pytest

@@ -70,12 +70,12 @@ class SplitConfig(_Section):
 
 
 class ModelConfig(_Section):
-    learning_rate: float = Field(0.05, gt=0)
-    num_leaves: int = Field(31, ge=2)
-    min_child_samples: int = Field(100, ge=1)
+    learning_rate: float = Field(0.03, gt=0)
+    num_leaves: int = Field(7, ge=2)
+    min_child_samples: int = Field(300, ge=1)
     n_estimators: int = Field(2000, ge=1, description="upper bound; early stopping decides")
     early_stopping_rounds: int = Field(100, ge=1)
-    feature_fraction: float = Field(0.8, gt=0, le=1)
+    feature_fraction: float = Field(0.5, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     reg_lambda: float = Field(1.0, ge=0)
     seed: int = 42

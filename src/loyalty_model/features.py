@@ -173,12 +173,18 @@ def _follower(keys: ir.Table, daily: ir.Table, brands: ir.Table, cfg) -> ir.Tabl
     return out.drop(*[c for c in out.columns if c.startswith("_all_")])
 
 
-def _follower_brand(keys: ir.Table, daily: ir.Table, brands: ir.Table, cfg) -> ir.Table:
+def _follower_brand(keys: ir.Table, daily: ir.Table, tables: dict[str, ir.Table], cfg) -> ir.Table:
     k = keys.select("follower_id", "brand_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
-    b = brands.select("brand_id", "category")
+    b = tables["brands"].select("brand_id", "category")
+    i = tables["influencers"].select("influencer_id", inf_cat="category")
     k = k.left_join(b, "brand_id").drop("brand_id_right").rename(brand_cat="category")
-    d = daily.filter(daily.brand_id.notnull()).left_join(b, "brand_id").drop("brand_id_right")
+    d = (
+        daily.left_join(b, "brand_id")
+        .drop("brand_id_right")
+        .left_join(i, "influencer_id")
+        .drop("influencer_id_right")
+    )
     j = k.left_join(d, [k.follower_id == d.follower_id, d.day < k.cut])
     same = j.brand_id_right == j.brand_id
     same_cat = j.category == j.brand_cat
@@ -186,16 +192,45 @@ def _follower_brand(keys: ir.Table, daily: ir.Table, brands: ir.Table, cfg) -> i
     wmax = max(cfg.windows)
     cmax = _in_window(j.day, j.cut, wmax)
     aggs = {
-        "fb_purchases_all": _wsum(j.n_purchase, same & (j.day < j.cut)),
+        "fb_purchases_all": _wsum(j.n_purchase, same),
         f"fb_purchases_{wmax}d": _wsum(j.n_purchase, same & cmax),
-        "fb_category_purchases_all": _wsum(j.n_purchase, same_cat & (j.day < j.cut)),
+        "fb_category_purchases_all": _wsum(j.n_purchase, same_cat),
         f"fb_sponsored_engagement_{wmax}d": _wsum(eng, same & cmax),
         f"fb_sponsored_clicks_{wmax}d": _wsum(j.n_click, same & cmax),
         "fb_days_since_purchase": (
             j.cut.max() - (same & (j.n_purchase > 0)).ifelse(j.day, None).max()
         ).cast("float64"),
+        "_cat_eng": _wsum(eng, cmax & (j.inf_cat == j.brand_cat)),
+        "_eng": _wsum(eng, cmax),
     }
-    return j.group_by([k.follower_id, k.brand_id, k.cutoff_ts]).aggregate(**aggs)
+    out = j.group_by([k.follower_id, k.brand_id, k.cutoff_ts]).aggregate(**aggs)
+    # how much of the follower's attention goes to creators of the brand's category
+    share = (out._cat_eng / out._eng.nullif(0)).cast("float64")
+    return out.mutate(**{f"fb_category_engagement_share_{wmax}d": share}).drop("_cat_eng", "_eng")
+
+
+def _brand(keys: ir.Table, daily: ir.Table, outcomes: ir.Table, cfg) -> ir.Table:
+    """Brand as of the cutoff: loyal rate of its closed campaigns, share of repeat buyers."""
+    bc = keys.select("brand_id", "cutoff_ts").distinct()
+    bc = bc.mutate(cut=_daynum(bc.cutoff_ts))
+    p = daily.filter((daily.n_purchase > 0) & daily.brand_id.notnull())
+    j = bc.join(p, [bc.brand_id == p.brand_id, p.day < bc.cut])
+    per_buyer = j.group_by([bc.brand_id, bc.cutoff_ts, j.follower_id]).aggregate(
+        days=j.day.nunique()
+    )
+    buyers = per_buyer.group_by(["brand_id", "cutoff_ts"]).aggregate(
+        br_buyers=per_buyer.follower_id.count(),
+        br_repeat_buyer_share=(per_buyer.days >= 2).mean().cast("float64"),
+    )
+    past = _past_rates(bc.select("brand_id", "cutoff_ts"), outcomes, "brand_id", "br", cfg)
+    return (
+        bc.select("brand_id", "cutoff_ts")
+        .left_join(buyers, ["brand_id", "cutoff_ts"])
+        .drop("brand_id_right", "cutoff_ts_right")
+        .left_join(past, ["brand_id", "cutoff_ts"])
+        .drop("brand_id_right", "cutoff_ts_right")
+        .mutate(br_buyers=lambda t: t.br_buyers.fill_null(0))
+    )
 
 
 def _tier(count: ir.NumericValue) -> ir.IntegerValue:
@@ -206,7 +241,7 @@ def _tier(count: ir.NumericValue) -> ir.IntegerValue:
 
 
 def _influencer(
-    keys: ir.Table, tables: dict[str, ir.Table], daily: ir.Table, cfg, label: LabelConfig
+    keys: ir.Table, tables: dict[str, ir.Table], daily: ir.Table, outcomes: ir.Table, cfg
 ) -> ir.Table:
     k = keys.select("influencer_id", "brand_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
@@ -236,14 +271,25 @@ def _influencer(
         # days with sponsored posts engaged (a brand and a post: not an attributed purchase)
         inf_sponsored_days_90d=(j.brand_id.notnull() & (j.posts > 0)).ifelse(j.day, None).nunique(),
     )
-    past = _past_campaign_rates(ic, tables, label, cfg)
+    # posts published, seen as the first day anyone engaged with them
+    ev = tables["events"]
+    posts = (
+        ev.filter(ev.post_id.notnull() & ev.influencer_id.notnull())
+        .group_by(["influencer_id", "post_id"])
+        .aggregate(first_day=_daynum(ev.event_ts.min()))
+    )
+    jp = ic.left_join(posts, [ic.influencer_id == posts.influencer_id, posts.first_day < ic.cut])
+    n_posts = jp.group_by([ic.influencer_id, ic.cutoff_ts]).aggregate(
+        **{f"inf_posts_{w}d": _wsum(1, _in_window(jp.first_day, jp.cut, w)) for w in cfg.windows}
+    )
+    past = _past_rates(ic, outcomes, "influencer_id", "inf", cfg)
     out = (
         k.left_join(inf, "influencer_id")
         .drop("influencer_id_right")
         .left_join(br, "brand_id")
         .drop("brand_id_right")
     )
-    for extra in (aud, eng90, past):
+    for extra in (aud, eng90, n_posts, past):
         out = out.left_join(extra, ["influencer_id", "cutoff_ts"]).drop(
             "influencer_id_right", "cutoff_ts_right"
         )
@@ -260,41 +306,50 @@ def _influencer(
     return out.drop("follower_count", "inf_cat", "br_cat", "avg_price", "_eng", "_views", "cut")
 
 
-def _past_campaign_rates(ic: ir.Table, tables, label: LabelConfig, cfg) -> ir.Table:
-    """Loyal rate of the influencer's earlier campaigns whose label window closed before the
-    cutoff, shrunk toward the pooled rate of all such campaigns."""
-    camps = tables["campaigns"]
-    rows = with_labels(audience_rows(camps, tables["follows"]), tables["events"], label)
-    per = rows.group_by(["campaign_id", "influencer_id", "cutoff_ts"]).aggregate(
+def campaign_outcomes(tables: dict[str, ir.Table], label: LabelConfig) -> ir.Table:
+    """Per campaign: followers at start, loyal followers, and when its label window closes."""
+    rows = with_labels(
+        audience_rows(tables["campaigns"], tables["follows"]), tables["events"], label
+    )
+    per = rows.group_by(["campaign_id", "influencer_id", "brand_id", "cutoff_ts"]).aggregate(
         n=rows.label.count(), y=rows.label.sum()
     )
-    per = per.mutate(closes=per.cutoff_ts + ibis.interval(days=label.horizon_days))
-    cuts = ic.select("cutoff_ts").distinct()
+    return per.mutate(closes=per.cutoff_ts + ibis.interval(days=label.horizon_days))
+
+
+def _past_rates(
+    keys: ir.Table, outcomes: ir.Table, by: str, prefix: str, cfg: FeatureConfig
+) -> ir.Table:
+    """Loyal rate of earlier campaigns (of the same influencer or brand) whose label window
+    closed before the cutoff, shrunk toward the pooled rate of all such campaigns."""
+    per = outcomes
+    k = keys.select(by, "cutoff_ts").distinct()
+    cuts = k.select("cutoff_ts").distinct()
     pooled = (
         cuts.join(per, per.closes <= cuts.cutoff_ts)
         .group_by(cuts.cutoff_ts)
         .aggregate(_pn=per.n.sum(), _py=per.y.sum())
     )
     mine = (
-        ic.join(per, [per.influencer_id == ic.influencer_id, per.closes <= ic.cutoff_ts])
-        .group_by([ic.influencer_id, ic.cutoff_ts])
-        .aggregate(inf_past_campaigns=per.campaign_id.nunique(), _n=per.n.sum(), _y=per.y.sum())
+        k.join(per, [per[by] == k[by], per.closes <= k.cutoff_ts])
+        .group_by([k[by], k.cutoff_ts])
+        .aggregate(_c=per.campaign_id.nunique(), _n=per.n.sum(), _y=per.y.sum())
     )
     out = (
-        ic.select("influencer_id", "cutoff_ts")
-        .left_join(mine, ["influencer_id", "cutoff_ts"])
-        .drop("influencer_id_right", "cutoff_ts_right")
+        k.left_join(mine, [by, "cutoff_ts"])
+        .drop(f"{by}_right", "cutoff_ts_right")
         .left_join(pooled, "cutoff_ts")
         .drop("cutoff_ts_right")
     )
     prior = (out._py / out._pn.nullif(0)).cast("float64")
-    k = cfg.prior_strength
+    a = cfg.prior_strength
+    rate = (out._y.fill_null(0) + a * prior) / (out._n.fill_null(0) + a)
     return out.mutate(
-        inf_past_campaigns=out.inf_past_campaigns.fill_null(0),
-        inf_past_loyal_rate=((out._y.fill_null(0) + k * prior) / (out._n.fill_null(0) + k)).cast(
-            "float64"
-        ),
-    ).drop("_n", "_y", "_pn", "_py")
+        **{
+            f"{prefix}_past_campaigns": out._c.fill_null(0),
+            f"{prefix}_past_loyal_rate": rate.cast("float64"),
+        }
+    ).drop("_c", "_n", "_y", "_pn", "_py")
 
 
 def build_features(
@@ -302,24 +357,34 @@ def build_features(
 ) -> ir.Table:
     """The spine with every feature column appended (one expression; nothing runs yet)."""
     daily = daily_events(tables["events"])
+    outcomes = campaign_outcomes(tables, label)
     keys = spine.select(*SPINE_KEYS).distinct()
     fi = _follower_influencer(keys, daily, tables["follows"], cfg)
     fo = _follower(keys, daily, tables["brands"], cfg)
-    fb = _follower_brand(keys, daily, tables["brands"], cfg)
-    inf = _influencer(keys, tables, daily, cfg, label)
+    fb = _follower_brand(keys, daily, tables, cfg)
+    inf = _influencer(keys, tables, daily, outcomes, cfg)
+    br = _brand(keys, daily, outcomes, cfg)
     out = spine
     for part, on in (
         (fi, ["follower_id", "influencer_id", "cutoff_ts"]),
         (fo, ["follower_id", "cutoff_ts"]),
         (fb, ["follower_id", "brand_id", "cutoff_ts"]),
         (inf, ["influencer_id", "brand_id", "cutoff_ts"]),
+        (br, ["brand_id", "cutoff_ts"]),
     ):
         out = out.left_join(part, on).drop(*[f"{c}_right" for c in on])
     # share of the follower's attention this influencer gets
     wmax = max(cfg.windows)
     fi_all = sum(out[f"fi_{t}_{wmax}d"] for t in ENGAGEMENT)
     out = out.mutate(
-        fi_attention_share=(fi_all / out[f"f_events_{wmax}d"].nullif(0)).cast("float64")
+        fi_attention_share=(fi_all / out[f"f_events_{wmax}d"].nullif(0)).cast("float64"),
+        # share of the influencer's posts the follower engaged with: exposure-adjusted affinity
+        **{
+            f"fi_post_share_{w}d": (out[f"fi_posts_{w}d"] / out[f"inf_posts_{w}d"].nullif(0)).cast(
+                "float64"
+            )
+            for w in cfg.windows
+        },
     )
     return out
 

@@ -122,6 +122,11 @@ def test_follower_influencer_family(feats):
     assert f1.fi_follow_days == pytest.approx((CUTOFF - ts("2023-09-01")).total_seconds() / 86400)
     # f1's engagement over 90 days: 6 on i1 + 1 on i2
     assert f1.fi_attention_share == pytest.approx(6 / 7)
+    # posts of i1 first seen in the last 30 days: p1, p2, p7 (p3 is older; p4 is on the
+    # cutoff day, p5 after); in 90 days p3 too
+    assert (f1.inf_posts_30d, f1.inf_posts_90d) == (3, 4)
+    assert f1.fi_post_share_30d == pytest.approx(2 / 3)
+    assert feats.loc["f2"].fi_post_share_90d == pytest.approx(2 / 4)
 
 
 def test_follower_family(feats):
@@ -145,6 +150,9 @@ def test_follower_brand_family(feats):
     assert f1.fb_category_purchases_all == 5  # b2 is beauty too
     assert f1.fb_sponsored_engagement_90d == 3 and f1.fb_sponsored_clicks_90d == 1
     assert f1.fb_days_since_purchase == 5
+    # engagement on creators of the brand's category (beauty: i1) over all engagement
+    assert f1.fb_category_engagement_share_90d == pytest.approx(6 / 7)
+    assert f2.fb_category_engagement_share_90d == pytest.approx(1.0)
     assert f2.fb_purchases_all == 0 and np.isnan(f2.fb_days_since_purchase)
 
 
@@ -162,6 +170,9 @@ def test_influencer_and_brand_family(feats):
     # 90-day engagement on i1 (likes, comments, shares, saves): 1+1+2 = 4 over 2 followers
     assert f1.inf_engagement_rate_90d == pytest.approx(4 / 2)
     assert f1.inf_sponsored_days_90d == 1
+    # brand b1: one buyer before the cutoff (f1, on 4 days), its past campaign c0 at 1/2
+    assert f1.br_buyers == 1 and f1.br_repeat_buyer_share == pytest.approx(1.0)
+    assert f1.br_past_campaigns == 1 and f1.br_past_loyal_rate == pytest.approx(0.5)
 
 
 def test_prior_shrinks_past_rate(tmp_path):
@@ -213,7 +224,7 @@ def baseline(tmp_path_factory) -> pd.DataFrame:
 
 
 @settings(
-    max_examples=25,
+    max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
