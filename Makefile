@@ -9,6 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 PRESET ?= small
 SEED ?= 7
+BRAND ?= b0003
 
 .PHONY: help setup demo test lint format clean
 
@@ -23,10 +24,11 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the package with dev and spark extras
 
-demo: setup ## Simulate the `small` world, validate it, train and register a model (MLflow)
+demo: setup ## Simulate `small`, validate, train + register a model, predict for one brand
 	$(BIN)/loyalty-model simulate --preset $(PRESET) --seed $(SEED) --out $(DEMO_DIR)/data
 	$(BIN)/loyalty-model validate --data $(DEMO_DIR)/data
 	$(BIN)/loyalty-model train --config configs/default.yaml --data $(DEMO_DIR)/data
+	$(BIN)/loyalty-model predict --data $(DEMO_DIR)/data --brand $(BRAND) --out $(DEMO_DIR)/predictions
 
 test: setup ## Run the whole test suite
 	$(BIN)/pytest

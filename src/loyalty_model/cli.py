@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
+import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated
 
@@ -208,6 +211,207 @@ def train(
         f"fit {result.timings['fit_seconds']:.1f}s, "
         f"best iteration {result.metrics['best_iteration']:.0f}"
     )
+
+
+@app.command()
+def predict(
+    data: Annotated[Path, typer.Option(help="Data directory holding the five tables.")],
+    brand: Annotated[str, typer.Option(help="Brand to score audiences for (a brands.brand_id).")],
+    out: Annotated[Path, typer.Option(help="Output folder; replaced atomically when done.")],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Score as of this UTC date (YYYY-MM-DD; features use days before it). "
+            "Default: the day after the last event."
+        ),
+    ] = None,
+    influencers: Annotated[
+        str | None,
+        typer.Option(
+            help="Influencers to score: ID,ID,... or @FILE (ids separated by commas or lines). "
+            "Default: all."
+        ),
+    ] = None,
+    model: Annotated[
+        str, typer.Option(help="MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION).")
+    ] = "models:/audience-loyalty@champion",
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output file format: parquet or csv.")
+    ] = "parquet",
+    batch_rows: Annotated[
+        int, typer.Option(help="Followers scored per batch; bounds memory.", min=1000)
+    ] = 200_000,
+) -> None:
+    """Score every follower of each influencer for a brand and write the prediction files.
+
+    Writes follower_scores, audience_scores (expected loyal customers with a 90 % interval,
+    per 1,000 followers, cost per expected loyal customer, rank) and manifest.json.
+    See docs/output_contract.md.
+    """
+    from loyalty_model import engines, io, tracking
+    from loyalty_model import predict as scoring
+    from loyalty_model.config import TrackingConfig
+    from loyalty_model.contract import ContractError
+
+    if fmt not in ("parquet", "csv"):
+        _fail(f"--format must be parquet or csv, got {fmt!r}")
+    if not data.is_dir():
+        _fail(f"data directory not found: {data}")
+    t0 = time.perf_counter()
+    con = engines.duckdb_connection()
+    try:
+        views = io.register_tables(con, data)
+        req = _scoring_request(con, brand, as_of, influencers)
+        loaded, ref = tracking.load_for_scoring(model, TrackingConfig())
+        scoring.check_spec(loaded)
+    except (ContractError, scoring.ScoringError, tracking.ModelLoadError, ValueError) as exc:
+        _fail(str(exc))
+    tables = engines.ibis_tables(con, list(views))
+    ids, as_of_dt, n_rows = req
+    model_ref = scoring.ModelRef(**ref)
+    batches = scoring.feature_batches(
+        con, tables, brand, as_of_dt, None if influencers is None else ids, loaded, batch_rows
+    )
+    inf_frame = con.execute("SELECT * FROM influencers").df()
+    with io.atomic_dir(out) as tmp, _progress(n_rows) as advance:
+        writer = io.TableWriter(tmp / f"follower_scores.{fmt}", scoring.FOLLOWER_SCHEMA, fmt)
+        written, audiences, t_pred = scoring.score(
+            batches, loaded, model_ref, brand, as_of_dt, writer.write, advance
+        )
+        writer.close()
+        aud = scoring.audience_table(audiences, inf_frame, brand, as_of_dt, ids)
+        io.write_frame(aud, tmp / f"audience_scores.{fmt}", fmt)
+        manifest = {
+            "output_schema_version": scoring.OUTPUT_SCHEMA_VERSION,
+            "package_version": __version__,
+            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": ref,
+            "brand_id": brand,
+            "as_of": as_of_dt.isoformat(),
+            "influencers_requested": "all" if influencers is None else len(ids),
+            "inputs": io.input_fingerprints(con, data),
+            "rows_written": {"follower_scores": written, "audience_scores": len(aud)},
+            "format": fmt,
+            "interval": scoring.INTERVAL,
+            "rank_basis": sorted(set(aud["rank_basis"])) if len(aud) else [],
+        }
+        io.write_json(manifest, tmp / "manifest.json")
+    seconds = time.perf_counter() - t0
+    _print_top(aud, out, written, seconds, t_pred)
+
+
+def _scoring_request(con, brand: str, as_of: str | None, influencers: str | None):
+    """Check the request against the data: (influencer ids, as-of datetime, rows to score)."""
+    from datetime import date as date_cls
+
+    known = {r[0] for r in con.execute("SELECT brand_id FROM brands").fetchall()}
+    if brand not in known:
+        ex = ", ".join(repr(b) for b in sorted(known)[:5])
+        raise ValueError(f"brands.brand_id: unknown brand {brand!r} (known e.g. {ex})")
+    all_ids = [
+        r[0] for r in con.execute("SELECT influencer_id FROM influencers ORDER BY 1").fetchall()
+    ]
+    if influencers is None:
+        ids = all_ids
+    else:
+        text = influencers
+        if influencers.startswith("@"):
+            path = Path(influencers[1:])
+            if not path.is_file():
+                raise ValueError(f"influencer list file not found: {path}")
+            text = path.read_text()
+        ids = sorted({t.strip() for t in text.replace("\n", ",").split(",") if t.strip()})
+        if not ids:
+            raise ValueError("--influencers names no influencer")
+        unknown = sorted(set(ids) - set(all_ids))
+        if unknown:
+            raise ValueError(
+                f"influencers.influencer_id: {len(unknown)} unknown influencer(s), e.g. "
+                + ", ".join(repr(u) for u in unknown[:5])
+            )
+    first, last = con.execute("SELECT min(event_ts), max(event_ts) FROM events").fetchall()[0]
+    if last is None:
+        raise ValueError("events: the table is empty; nothing to score from")
+    if as_of is None:
+        day = last.date() + timedelta(days=1)
+    else:
+        try:
+            day = date_cls.fromisoformat(as_of)
+        except ValueError:
+            raise ValueError(f"--as-of must be a date YYYY-MM-DD, got {as_of!r}") from None
+        if day <= first.date():
+            raise ValueError(
+                f"--as-of {day} is not after the first event ({first.date()}): no history to "
+                "score from"
+            )
+    as_of_dt = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    in_list = "" if influencers is None else "AND influencer_id IN (SELECT unnest($2))"
+    params = [as_of_dt] if influencers is None else [as_of_dt, ids]
+    n_rows = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT follower_id, influencer_id FROM follows "
+        "WHERE followed_at <= $1 AND (unfollowed_at IS NULL OR unfollowed_at > $1) "
+        f"{in_list})",
+        params,
+    ).fetchall()[0][0]
+    return ids, as_of_dt, n_rows
+
+
+@contextlib.contextmanager
+def _progress(total: int):
+    """A progress bar on a terminal; plain log lines otherwise."""
+    from rich.progress import Progress
+
+    if console.is_terminal:
+        with Progress(console=console, transient=True) as bar:
+            task = bar.add_task("scoring followers", total=total)
+            yield lambda n: bar.advance(task, n)
+        return
+    done = [0]
+
+    def log_line(n: int) -> None:
+        done[0] += n
+        err.print(f"scored {done[0]:,} / {total:,} followers", highlight=False)
+
+    yield log_line
+
+
+def _print_top(aud, out: Path, written: int, seconds: float, t_pred: float) -> None:
+    t = Table(title=f"top audiences for {aud['brand_id'].iloc[0] if len(aud) else ''}")
+    for col in (
+        "rank",
+        "influencer",
+        "tier",
+        "followers",
+        "expected loyal (90 %)",
+        "per 1k",
+        "cost / loyal",
+    ):
+        t.add_column(col, justify="left" if col in ("influencer", "tier") else "right")
+    for r in aud.head(10).itertuples():
+        cost = (
+            "-"
+            if r.cost_per_expected_loyal is None or pd_isna(r.cost_per_expected_loyal)
+            else f"{r.cost_per_expected_loyal:,.0f}"
+        )
+        t.add_row(
+            str(r.rank),
+            r.influencer_id,
+            str(r.tier),
+            f"{r.followers_scored:,}",
+            f"{r.expected_loyal:.1f} ({r.expected_loyal_low:.0f}-{r.expected_loyal_high:.0f})",
+            f"{r.loyal_per_1k_followers:.1f}",
+            cost,
+        )
+    console.print(t)
+    console.print(
+        f"{written:,} followers scored in {seconds:.1f}s "
+        f"(model {t_pred:.1f}s); files in [bold]{out}[/]: follower_scores, audience_scores, "
+        "manifest.json"
+    )
+
+
+def pd_isna(x) -> bool:
+    return x != x
 
 
 def main() -> None:

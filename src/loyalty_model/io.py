@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from loyalty_model.contract import (
@@ -117,6 +119,9 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp makes 0700; the output is an ordinary folder
     try:
         yield tmp
     except BaseException:
@@ -151,3 +156,56 @@ def write_parquet_chunks(chunks: Iterable[pa.Table], path: Path, schema: pa.Sche
 
 def write_json(obj: dict, path: Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def fingerprint(source: Path) -> str:
+    """sha256 of a table file's bytes (what `sha256sum` prints); for a dataset folder, of
+    each parquet file's relative name and bytes, in sorted order."""
+    h = hashlib.sha256()
+    files = sorted(source.rglob("*.parquet")) if source.is_dir() else [source]
+    for f in files:
+        if source.is_dir():
+            h.update(str(f.relative_to(source)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+def input_fingerprints(con: duckdb.DuckDBPyConnection, data_dir: Path) -> dict[str, dict]:
+    """Per table: file, sha256 and row count, for manifests."""
+    out = {}
+    for name in TABLES:
+        src = table_source(data_dir, name)
+        rows = con.execute(f"SELECT count(*) FROM raw_{name}").fetchall()[0][0]
+        out[name] = {"path": str(src), "sha256": fingerprint(src), "rows": int(rows)}
+    return out
+
+
+class TableWriter:
+    """Writes batches to one parquet or csv file (inside an `atomic_dir`)."""
+
+    def __init__(self, path: Path, schema: pa.Schema, fmt: str):
+        self.path, self.schema, self.fmt = Path(path), schema, fmt
+        self._writer = None
+
+    def write(self, table: pa.Table) -> None:
+        if self._writer is None:
+            if self.fmt == "parquet":
+                self._writer = pq.ParquetWriter(self.path, self.schema, **PARQUET_OPTIONS)
+            else:
+                self._writer = pacsv.CSVWriter(self.path, self.schema)
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        if self._writer is None:  # nothing written: still write the header / an empty file
+            self.write(self.schema.empty_table())
+        self._writer.close()
+
+
+def write_frame(df, path: Path, fmt: str, schema: pa.Schema | None = None) -> None:
+    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+    if fmt == "parquet":
+        write_parquet(table, path)
+    else:
+        pacsv.write_csv(table, path)

@@ -128,3 +128,37 @@ def log_training_run(
 def load_pyfunc(uri: str, cfg: TrackingConfig):
     mlflow.set_tracking_uri(tracking_uri(cfg))
     return mlflow.pyfunc.load_model(uri)
+
+
+class ModelLoadError(ValueError):
+    """The model URI cannot be resolved or loaded; the message is one line."""
+
+
+def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]:
+    """The packaged model behind a models:/ or runs:/ URI and what identifies it
+    (uri, name, version, run_id)."""
+    _quiet()
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    name = version = run_id = None
+    try:
+        if uri.startswith("models:/"):
+            rest = uri[len("models:/") :]
+            client = MlflowClient()
+            if "@" in rest:
+                name, alias = rest.split("@", 1)
+                mv = client.get_model_version_by_alias(name, alias)
+            else:
+                name, _, ver = rest.partition("/")
+                mv = client.get_model_version(name, ver)
+            version, run_id = str(mv.version), mv.run_id
+        loaded = mlflow.pyfunc.load_model(uri)
+    except (MlflowException, OSError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelLoadError(
+            f"cannot load model {uri!r} from {tracking_uri(cfg)}: {first}"
+        ) from exc
+    inner = loaded.unwrap_python_model()
+    if not isinstance(inner, LoyaltyPyfunc):
+        raise ModelLoadError(f"model {uri!r} is not a loyalty_model pyfunc")
+    run_id = run_id or loaded.metadata.run_id
+    return inner.model, {"uri": uri, "name": name, "version": version, "run_id": run_id}

@@ -1,0 +1,22 @@
+"""Version shims, in one place."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import duckdb
+import ibis
+import ibis.expr.types as ir
+import pyarrow as pa
+
+
+def duckdb_batches(
+    con: duckdb.DuckDBPyConnection, expr: ir.Table, batch_rows: int
+) -> Iterator[pa.RecordBatch]:
+    """Stream an Ibis expression's result from DuckDB in record batches.
+
+    ibis 12's `to_pyarrow_batches` calls `fetch_record_batch` on the connection, which
+    DuckDB 2.0 removed; compile the expression and read it through a relation instead.
+    """
+    reader = con.sql(ibis.to_sql(expr, dialect="duckdb")).to_arrow_reader(batch_rows)
+    yield from reader

@@ -1,0 +1,191 @@
+"""`loyalty-model predict` end to end on the tiny world: train once, then score."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from loyalty_model.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_world, tmp_path_factory):
+    """A model trained on tiny in a temporary tracking store (env set for this module)."""
+    root = tmp_path_factory.mktemp("store")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+    mp.chdir(root)
+    result = runner.invoke(app, ["train", "--data", str(tiny_world)])
+    assert result.exit_code == 0, result.output
+    yield tiny_world
+    mp.undo()
+
+
+def run_predict(data, out, *extra):
+    return runner.invoke(
+        app, ["predict", "--data", str(data), "--brand", "b0001", "--out", str(out), *extra]
+    )
+
+
+@pytest.fixture(scope="module")
+def scored(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pred") / "out"
+    result = run_predict(trained, out)
+    assert result.exit_code == 0, result.output
+    return out, result.output
+
+
+def test_writes_the_three_files(scored):
+    out, output = scored
+    assert sorted(p.name for p in out.iterdir()) == [
+        "audience_scores.parquet",
+        "follower_scores.parquet",
+        "manifest.json",
+    ]
+    assert "top audiences for b0001" in output and str(out) in output
+
+
+def test_follower_rows_are_the_audiences_at_as_of(scored, trained):
+    out, _ = scored
+    f = pd.read_parquet(out / "follower_scores.parquet")
+    assert list(f.columns) == [
+        "follower_id",
+        "influencer_id",
+        "brand_id",
+        "as_of",
+        "p_loyal",
+        "model_name",
+        "model_version",
+    ]
+    as_of = f.as_of.iloc[0]
+    last = duckdb.sql(f"SELECT max(event_ts) FROM '{trained / 'events.parquet'}'").fetchall()[0][0]
+    assert as_of == pd.Timestamp(last.date() + pd.Timedelta(days=1), tz="UTC")
+    follows = pd.read_parquet(trained / "follows.parquet")
+    active = follows[
+        (follows.followed_at <= as_of)
+        & (follows.unfollowed_at.isna() | (follows.unfollowed_at > as_of))
+    ]
+    assert len(f) == len(active.drop_duplicates(["follower_id", "influencer_id"]))
+    assert f.p_loyal.between(0, 1).all() and f.p_loyal.nunique() > 10
+    assert (f.brand_id == "b0001").all() and (f.model_name == "audience-loyalty").all()
+    assert (f.model_version == "1").all()
+
+
+def test_audience_sums_equal_follower_sums(scored, trained):
+    out, _ = scored
+    f = pd.read_parquet(out / "follower_scores.parquet")
+    a = pd.read_parquet(out / "audience_scores.parquet").set_index("influencer_id")
+    inf = pd.read_parquet(trained / "influencers.parquet")
+    assert set(a.index) == set(inf.influencer_id)  # every influencer, even empty audiences
+    sums = f.groupby("influencer_id").p_loyal.agg(["sum", "count"])
+    np.testing.assert_allclose(a.loc[sums.index, "expected_loyal"], sums["sum"], rtol=1e-12)
+    assert (a.loc[sums.index, "followers_scored"] == sums["count"]).all()
+    np.testing.assert_allclose(a.loyal_per_1k_followers, 1000 * a.loyal_rate)
+
+
+def test_intervals_and_ranks_are_sane(scored):
+    out, _ = scored
+    a = pd.read_parquet(out / "audience_scores.parquet")
+    assert (a.expected_loyal_low <= a.expected_loyal + 1e-9).all()
+    assert (a.expected_loyal <= a.expected_loyal_high + 1e-9).all()
+    assert (a.expected_loyal_high <= a.followers_scored).all()
+    assert list(a["rank"]) == list(range(1, len(a) + 1))
+    priced = a.dropna(subset=["cost_per_expected_loyal"])
+    np.testing.assert_allclose(
+        priced.cost_per_expected_loyal, priced.price_per_post / priced.expected_loyal
+    )
+    assert priced["rank"].is_monotonic_increasing
+    assert priced.cost_per_expected_loyal.is_monotonic_increasing
+
+
+def test_manifest(scored, trained):
+    out, _ = scored
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["model"]["name"] == "audience-loyalty" and m["model"]["version"] == "1"
+    assert m["model"]["run_id"] and m["model"]["uri"] == "models:/audience-loyalty@champion"
+    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "1.0"
+    ev = m["inputs"]["events"]
+    assert ev["sha256"] == hashlib.sha256((trained / "events.parquet").read_bytes()).hexdigest()
+    assert ev["rows"] == len(pd.read_parquet(trained / "events.parquet"))
+    f = pd.read_parquet(out / "follower_scores.parquet")
+    assert m["rows_written"]["follower_scores"] == len(f)
+
+
+def test_deterministic_bytes(trained, scored, tmp_path):
+    out, _ = scored
+    again = tmp_path / "again"
+    assert run_predict(trained, again).exit_code == 0
+    for name in ("follower_scores.parquet", "audience_scores.parquet"):
+        assert (again / name).read_bytes() == (out / name).read_bytes(), name
+
+
+def test_small_batches_give_the_same_scores(trained, scored, tmp_path):
+    out, _ = scored
+    small = tmp_path / "small"
+    assert run_predict(trained, small, "--batch-rows", "1000").exit_code == 0
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(small / "follower_scores.parquet"),
+        pd.read_parquet(out / "follower_scores.parquet"),
+    )
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(small / "audience_scores.parquet"),
+        pd.read_parquet(out / "audience_scores.parquet"),
+    )
+
+
+def test_csv_output_matches_parquet(trained, scored, tmp_path):
+    out, _ = scored
+    csv = tmp_path / "csv"
+    assert run_predict(trained, csv, "--format", "csv").exit_code == 0
+    a_csv = pd.read_csv(csv / "audience_scores.csv")
+    a_pq = pd.read_parquet(out / "audience_scores.parquet")
+    np.testing.assert_allclose(a_csv.expected_loyal, a_pq.expected_loyal)
+    assert list(a_csv.influencer_id) == list(a_pq.influencer_id)
+    assert len(pd.read_csv(csv / "follower_scores.csv")) == len(
+        pd.read_parquet(out / "follower_scores.parquet")
+    )
+
+
+def test_influencer_subset_and_file(trained, tmp_path):
+    out = tmp_path / "subset"
+    assert run_predict(trained, out, "--influencers", "i0001,i0003").exit_code == 0
+    a = pd.read_parquet(out / "audience_scores.parquet")
+    assert sorted(a.influencer_id) == ["i0001", "i0003"]
+    ids = tmp_path / "ids.txt"
+    ids.write_text("i0002\ni0004\n")
+    out2 = tmp_path / "from_file"
+    assert run_predict(trained, out2, "--influencers", f"@{ids}").exit_code == 0
+    f = pd.read_parquet(out2 / "follower_scores.parquet")
+    assert set(f.influencer_id) <= {"i0002", "i0004"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--brand", "nope"], "brands.brand_id: unknown brand 'nope'"),
+        (["--influencers", "i0001,zz9,zz8"], "2 unknown influencer(s), e.g. 'zz8', 'zz9'"),
+        (["--as-of", "2020-01-01"], "is not after the first event"),
+        (["--as-of", "someday"], "--as-of must be a date"),
+        (["--model", "models:/audience-loyalty@nope"], "cannot load model"),
+        (["--format", "xlsx"], "--format must be parquet or csv"),
+    ],
+)
+def test_bad_arguments_fail_cleanly_and_write_nothing(trained, tmp_path, extra, message):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "previous.txt").write_text("keep me")
+    args = ["predict", "--data", str(trained), "--brand", "b0001", "--out", str(out), *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert [p.name for p in out.iterdir()] == ["previous.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folder left behind
