@@ -10,8 +10,9 @@ DEMO_DIR ?= demo_out
 PRESET ?= small
 SEED ?= 7
 BRAND ?= b0003
+BENCH_PRESETS ?= small
 
-.PHONY: help setup demo test lint format clean
+.PHONY: help setup demo test lint format bench clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -33,13 +34,16 @@ demo: setup ## Simulate `small`, validate, train + register a model, predict for
 test: setup ## Run the whole test suite
 	$(BIN)/pytest
 
+bench: setup ## Benchmarks as ratios to raw baselines (BENCH_PRESETS=small,medium for more)
+	$(BIN)/python benchmarks/bench.py --presets $(BENCH_PRESETS)
+
 lint: setup ## Ruff lint and format check
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: setup ## Apply ruff fixes and formatting
-	$(BIN)/ruff check --fix src tests
-	$(BIN)/ruff format src tests
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
 
 clean: ## Remove the venv, demo output and caches
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache mlflow.db mlruns

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -66,14 +67,13 @@ def simulate(
 
     if preset not in sim.PRESETS:
         _fail(f"unknown preset {preset!r}; choose one of {', '.join(sim.PRESETS)}")
-    t0 = sim.now()
+    t0 = time.perf_counter()
     with console.status(f"simulating {preset} (seed {seed})"):
         world, outcomes, tables = sim.simulate(preset, seed)
         with io.atomic_dir(out) as tmp:
-            chunks = [*sim.engagement_chunks(world), outcomes.purchases]
-            n_events = io.write_parquet_chunks(
-                (c for c in chunks), tmp / "events.parquet", sim.EVENT_SCHEMA
-            )
+            # engagement chunk by chunk (memory bounded by one chunk), then the purchases
+            chunks = itertools.chain(sim.engagement_chunks(world), [outcomes.purchases])
+            n_events = io.write_parquet_chunks(chunks, tmp / "events.parquet", sim.EVENT_SCHEMA)
             for name, table in tables.items():
                 io.write_parquet(table, tmp / f"{name}.parquet")
             io.write_parquet(outcomes.ground_truth, tmp / "ground_truth.parquet")
@@ -89,7 +89,7 @@ def simulate(
             meta["world_start"] = str(sim.WORLD_START)
             meta["preset_config"] = sim.asdict(sim.PRESETS[preset])
             io.write_json(meta, tmp / "simulation.json")
-    _print_summary(summary, sim.now() - t0, out)
+    _print_summary(summary, time.perf_counter() - t0, out)
 
 
 def _print_summary(s, seconds: float, out: Path) -> None:
@@ -177,40 +177,154 @@ def train(
         cfg = load_config(config, overrides)
         if not Path(cfg.data.dir).is_dir():
             _fail(f"data directory not found: {cfg.data.dir}")
-        with console.status("building features and training"):
-            result = training.train(cfg)
-    except (ConfigError, ContractError, SplitError) as exc:
+        champion = tracking.load_champion(cfg.tracking)
+        with console.status("building features, training, evaluating"):
+            result = training.train(cfg, champion[0] if champion else None)
+    except (ConfigError, ContractError, SplitError, tracking.ModelLoadError) as exc:
         _fail(str(exc))
+    import json
+
     import yaml
 
-    params = {**cfg.flat(), **{f"size.{k}": v for k, v in result.sizes.items()}}
+    from loyalty_model import plots
+    from loyalty_model.card import model_card, table_md
+
+    ev = result.evaluation
+    params = {
+        **cfg.flat(),
+        **{f"size.{k}": v for k, v in result.sizes.items()},
+        "calibration": result.model.calibrator.method,
+    }
     metrics = {**result.metrics, **result.sizes, **result.timings}
+    baselines = ev.baselines
     artifacts = {
         "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        "feature_spec.json": __import__("json").dumps(result.model.spec.to_dict(), indent=2),
+        "feature_spec.json": json.dumps(result.model.spec.to_dict(), indent=2),
         "feature_importance.csv": result.model.importance().to_csv(index=False),
+        "calibration.json": json.dumps(result.model.calibrator.to_dict(), indent=2),
+        "baselines.csv": baselines.to_csv(index=False),
+        "baselines.md": table_md(baselines) + "\n",
+        "audiences_test.csv": ev.audiences.to_csv(index=False),
+        "model_card.md": model_card(cfg, result),
     }
+    figures = plots.all_figures(result.model, result.frames["test"], ev.test_scores)
+    tags = {"champion_compared": champion[1] if champion else "none"}
     reg = tracking.log_training_run(
-        cfg, result.model, params, metrics, artifacts, result.frames["train"]
+        cfg, result.model, params, metrics, artifacts, result.frames["train"], figures, tags
     )
+    _print_training(result, reg, champion[1] if champion else None)
+
+
+def _print_training(result, reg, champion_version: str | None) -> None:
+    m = result.metrics
     t = Table(title="trained", show_header=True)
     t.add_column("metric")
     t.add_column("valid", justify="right")
     t.add_column("test", justify="right")
-    for m in ("roc_auc", "pr_auc", "log_loss", "base_rate", "mean_p", "rows"):
-        fmt = "{:,.0f}" if m == "rows" else "{:.4f}"
-        t.add_row(
-            m, fmt.format(result.metrics[f"valid_{m}"]), fmt.format(result.metrics[f"test_{m}"])
-        )
+    for k in ("roc_auc", "pr_auc", "log_loss", "ece", "base_rate", "mean_p", "rows"):
+        fmt = "{:,.0f}" if k == "rows" else "{:.4f}"
+        t.add_row(k, fmt.format(m[f"valid_{k}"]), fmt.format(m[f"test_{k}"]))
     console.print(t)
-    console.print(
+    b = Table(title="test: model vs baselines", show_header=True)
+    for col in ("scorer", "ROC-AUC", "PR-AUC", "lift top 1 %", "audience Spearman"):
+        b.add_column(col, justify="left" if col == "scorer" else "right")
+    for r in result.evaluation.baselines.itertuples():
+        b.add_row(
+            r.scorer,
+            f"{r.roc_auc:.4f}",
+            f"{r.pr_auc:.4f}",
+            f"{r.lift_top1pct:.2f}",
+            f"{r.audience_spearman_rate:.3f}",
+        )
+    console.print(b)
+    lines = [
+        f"calibration: {result.model.calibrator.method}; audience 90 % interval coverage "
+        f"{m.get('test_audience_interval_coverage', float('nan')):.2f} over "
+        f"{m.get('test_audience_campaigns', 0):.0f} test campaigns"
+    ]
+    if "test_roc_auc_vs_oracle" in m:
+        lines.append(
+            f"vs ground truth: ROC-AUC {m['test_roc_auc']:.4f} / oracle "
+            f"{m['test_oracle_roc_auc']:.4f} = {m['test_roc_auc_vs_oracle']:.3f}"
+        )
+    if champion_version:
+        lines.append(
+            f"champion v{champion_version} on the same test rows: PR-AUC "
+            f"{m['champion_test_pr_auc']:.4f}, ROC-AUC {m['champion_test_roc_auc']:.4f} "
+            "(loyalty-model promote decides)"
+        )
+    lines.append(
         f"run [bold]{reg.run_id}[/]  model [bold]{reg.name}[/] version [bold]{reg.version}[/]"
-        f"  aliases: {', '.join(reg.aliases)}\n"
+        f"  aliases: {', '.join(reg.aliases)}"
+    )
+    lines.append(
         f"features {result.timings['feature_seconds']:.1f}s "
         f"({result.timings['events_per_second_features']:,.0f} events/s), "
-        f"fit {result.timings['fit_seconds']:.1f}s, "
-        f"best iteration {result.metrics['best_iteration']:.0f}"
+        f"fit {result.timings['fit_seconds']:.1f}s, best iteration {m['best_iteration']:.0f}"
     )
+    for line in lines:
+        console.print(line)
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None, typer.Option(help="Registered version to consider. Default: the challenger.")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Config YAML whose gate and tracking sections apply.")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Promote even if the gate says no (recorded on the run).")
+    ] = False,
+) -> None:
+    """Decide whether a version replaces `champion`, by the gate section of the config.
+
+    It must pass the absolute floors (calibration error, ROC-AUC) and beat the current champion
+    on the gate metric, measured on the same test rows at training time. The decision and its
+    reasons are printed and logged on the version's run. Exit code 0 when promoted, 3 when not.
+    """
+    from loyalty_model import gate, tracking
+    from loyalty_model.config import ConfigError, load_config
+
+    try:
+        cfg = load_config(config, list(set_ or []))
+        cand = tracking.candidate(cfg.tracking, version)
+    except (ConfigError, tracking.ModelLoadError) as exc:
+        _fail(str(exc))
+    if cand.champion_version == cand.version:
+        console.print(f"version {cand.version} is already the champion")
+        return
+    champion_metrics = None
+    if cand.champion_version is not None:
+        compared = cand.tags.get("champion_compared")
+        if compared != cand.champion_version and not force:
+            _fail(
+                f"version {cand.version} was compared with champion v{compared} at training "
+                f"time, but the champion is now v{cand.champion_version}: retrain it, or use "
+                "--force"
+            )
+        prefix = "champion_test_"
+        champion_metrics = {
+            "test_" + k[len(prefix) :]: v for k, v in cand.metrics.items() if k.startswith(prefix)
+        }
+    decision = gate.decide(cand.metrics, champion_metrics, cfg.gate)
+    promoted = decision.promote or force
+    summary = decision.summary() + ("; FORCED" if force and not decision.promote else "")
+    tracking.record_promotion(cfg.tracking, cand, promoted, summary, force)
+    console.print(summary, highlight=False)
+    if promoted:
+        console.print(
+            f"[green]champion[/] is now {cfg.tracking.model_name} v{cand.version} "
+            f"(was {cand.champion_version or 'none'})"
+        )
+        return
+    console.print(f"champion stays v{cand.champion_version}")
+    raise typer.Exit(3)
 
 
 @app.command()

@@ -16,7 +16,11 @@ def duckdb_batches(
     """Stream an Ibis expression's result from DuckDB in record batches.
 
     ibis 12's `to_pyarrow_batches` calls `fetch_record_batch` on the connection, which
-    DuckDB 2.0 removed; compile the expression and read it through a relation instead.
+    DuckDB 2.0 removed; compile the expression and read it through a relation instead, cast
+    to the expression's schema as ibis would (DuckDB sums integers into HUGEINT, which arrow
+    reads as decimal).
     """
+    target = expr.schema().to_pyarrow()
     reader = con.sql(ibis.to_sql(expr, dialect="duckdb")).to_arrow_reader(batch_rows)
-    yield from reader
+    for batch in reader:
+        yield batch.cast(target)

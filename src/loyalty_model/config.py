@@ -21,7 +21,9 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dir: Path = Field(Path("demo_out/data"), description="data directory (the five tables)")
-    engine: Literal["duckdb", "spark"] = Field("duckdb", description="feature engine")
+    engine: Literal["duckdb"] = Field(
+        "duckdb", description="feature engine (DuckDB in-process; Spark is not wired in yet)"
+    )
     sample_fraction: float = Field(
         1.0, gt=0, le=1, description="share of training followers kept (hash of follower_id)"
     )
@@ -91,9 +93,14 @@ class TrackingConfig(_Section):
 
 
 class GateConfig(_Section):
-    metric: str = Field("test_pr_auc", description="metric the challenger must improve")
-    min_delta: float = Field(0.0, description="by at least this much")
-    max_ece: float = Field(0.02, ge=0, description="absolute floor on calibration error")
+    metric: str = Field(
+        "test_pr_auc", description="test metric the challenger must improve over the champion"
+    )
+    min_delta: float = Field(
+        0.0, ge=0, description="improvement required (in the metric's better direction)"
+    )
+    max_ece: float = Field(0.02, ge=0, description="floor: test expected calibration error")
+    min_roc_auc: float = Field(0.6, ge=0, le=1, description="floor: test ROC-AUC")
 
 
 class Config(_Section):

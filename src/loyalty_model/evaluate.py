@@ -1,21 +1,265 @@
-"""Metrics on held-out rows."""
+"""Metrics on held-out rows: follower level and audience (campaign) level."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
+
+ECE_BINS = 20
+
+
+def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Mean |observed rate - mean prediction| over equal-count bins of the predictions,
+    weighted by bin size. Equal-count bins, because with rare positives almost every
+    prediction falls in the first equal-width bin and the error would look small."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    if len(y) == 0:
+        return float("nan")
+    order = np.argsort(p, kind="stable")
+    err = 0.0
+    for idx in np.array_split(order, min(bins, len(y))):
+        err += len(idx) * abs(y[idx].mean() - p[idx].mean())
+    return float(err / len(y))
+
+
+def top_share(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float]:
+    """(lift, recall) among the top `share` of rows by prediction (ties broken by position)."""
+    y = np.asarray(y, dtype=float)
+    n = max(1, int(np.ceil(share * len(y))))
+    top = np.argsort(-np.asarray(p, dtype=float), kind="stable")[:n]
+    base = y.mean()
+    lift = float(y[top].mean() / base) if base > 0 else float("nan")
+    recall = float(y[top].sum() / y.sum()) if y.sum() > 0 else float("nan")
+    return lift, recall
 
 
 def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, log loss, base and predicted rate. AUCs are NaN with one class."""
+    """ROC-AUC, PR-AUC, log loss, Brier, ECE, lift and recall in the top 1 % and 10 %,
+    base rate and mean prediction. AUCs are NaN with a single class."""
     y = np.asarray(y).astype(int)
     p = np.clip(np.asarray(p, dtype=float), 1e-7, 1 - 1e-7)
     two = len(np.unique(y)) == 2
-    return {
+    out = {
         "roc_auc": float(roc_auc_score(y, p)) if two else float("nan"),
         "pr_auc": float(average_precision_score(y, p)) if two else float("nan"),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
+        "log_loss": float(log_loss(y, p, labels=[0, 1])) if len(y) else float("nan"),
+        "brier": float(np.mean((p - y) ** 2)) if len(y) else float("nan"),
+        "ece": expected_calibration_error(y, p),
         "base_rate": float(y.mean()) if len(y) else float("nan"),
         "mean_p": float(p.mean()) if len(p) else float("nan"),
         "rows": float(len(y)),
     }
+    for share, tag in ((0.01, "1pct"), (0.10, "10pct")):
+        out[f"lift_top{tag}"], out[f"recall_top{tag}"] = top_share(y, p, share)
+    return out
+
+
+def audience_table(frame: pd.DataFrame, p: np.ndarray, truth: np.ndarray | None = None):
+    """Per campaign: followers, predicted expected loyal count with its 90 % interval, the
+    actual loyal count, and (simulated data) the true expected count."""
+    from loyalty_model.predict import _Audience
+
+    df = frame[["campaign_id", "tier", "label"]].assign(p=np.asarray(p, dtype=float))
+    if truth is not None:
+        df["p_true"] = truth
+    rows = []
+    for cid, g in df.groupby("campaign_id", sort=True):
+        a = _Audience()
+        a.add(g["p"].to_numpy())
+        lo, hi = a.interval()
+        row = {
+            "campaign_id": cid,
+            "tier": g["tier"].iloc[0],
+            "followers": len(g),
+            "expected": a.m1,
+            "low": lo,
+            "high": hi,
+            "actual": int(g["label"].sum()),
+        }
+        if truth is not None:
+            row["true_expected"] = float(g["p_true"].sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def audience_metrics(aud: pd.DataFrame, prefix: str = "") -> dict[str, float]:
+    """Spearman of predicted vs actual (and true) loyal rates across campaigns, MAE of counts,
+    coverage of the 90 % intervals."""
+    out: dict[str, float] = {}
+    if len(aud) == 0:
+        return out
+    rate = aud["expected"] / aud["followers"]
+    actual_rate = aud["actual"] / aud["followers"]
+    out[f"{prefix}campaigns"] = float(len(aud))
+    out[f"{prefix}spearman_rate"] = _spearman(rate, actual_rate)
+    out[f"{prefix}mae_count"] = float((aud["expected"] - aud["actual"]).abs().mean())
+    inside = (aud["actual"] >= aud["low"]) & (aud["actual"] <= aud["high"])
+    out[f"{prefix}interval_coverage"] = float(inside.mean())
+    if "true_expected" in aud:
+        true_rate = aud["true_expected"] / aud["followers"]
+        out[f"{prefix}spearman_true_rate"] = _spearman(rate, true_rate)
+        out[f"{prefix}mae_true_count"] = float(
+            (aud["expected"] - aud["true_expected"]).abs().mean()
+        )
+    return out
+
+
+def _spearman(a, b) -> float:
+    if len(a) < 3 or np.ptp(np.asarray(a)) == 0 or np.ptp(np.asarray(b)) == 0:
+        return float("nan")
+    return float(spearmanr(a, b).statistic)
+
+
+def baseline_scores(
+    parts: dict[str, pd.DataFrame], spec, seed: int = 0
+) -> dict[str, tuple[np.ndarray, bool]]:
+    """Scores of the simple rules people use, on the test rows: name -> (score, is_probability).
+
+    - follower_count: rank audiences by reach (every follower of a bigger account scores higher);
+    - engagement_rate: rank by the influencer's engagement rate (what most tools show);
+    - logistic_regression: a linear model on the same features (fitted on train).
+    """
+    from loyalty_model.model import baseline_matrix, make_logistic_baseline
+
+    test = parts["test"]
+    out: dict[str, tuple[np.ndarray, bool]] = {
+        "follower_count": (test["inf_log_followers"].astype(float).fillna(0).to_numpy(), False),
+        "engagement_rate": (
+            test["inf_engagement_rate_90d"].astype(float).fillna(0).to_numpy(),
+            False,
+        ),
+    }
+    lr = make_logistic_baseline(seed).fit(
+        baseline_matrix(parts["train"], spec), parts["train"]["label"].to_numpy()
+    )
+    out["logistic_regression"] = (lr.predict_proba(baseline_matrix(test, spec))[:, 1], True)
+    return out
+
+
+def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """The metrics that make sense for a score that is not a probability."""
+    y = np.asarray(y).astype(int)
+    two = len(np.unique(y)) == 2
+    out = {
+        "roc_auc": float(roc_auc_score(y, score)) if two else float("nan"),
+        "pr_auc": float(average_precision_score(y, score)) if two else float("nan"),
+    }
+    for share, tag in ((0.01, "1pct"), (0.10, "10pct")):
+        out[f"lift_top{tag}"], out[f"recall_top{tag}"] = top_share(y, score, share)
+    return out
+
+
+def audience_rank_metrics(frame: pd.DataFrame, score: np.ndarray) -> dict[str, float]:
+    """Spearman between a campaign-level score (mean over its rows) and the actual rate."""
+    df = frame[["campaign_id", "label"]].assign(s=np.asarray(score, dtype=float))
+    g = df.groupby("campaign_id").agg(s=("s", "mean"), rate=("label", "mean"))
+    return {"audience_spearman_rate": _spearman(g["s"], g["rate"])}
+
+
+TIER_NAMES = ("nano", "micro", "mid", "macro", "mega")
+
+
+@dataclass
+class Evaluation:
+    metrics: dict[str, float]
+    baselines: pd.DataFrame  # one row per scorer on the test set
+    audiences: pd.DataFrame  # per test campaign: expected vs actual
+    test_scores: dict[str, np.ndarray]  # scorer -> scores on the test rows (for plots)
+
+
+def evaluate_model(model, parts: dict[str, pd.DataFrame], truth: pd.DataFrame | None, seed=0):
+    """Every metric of a trained model on valid and test, the oracle where ground truth is
+    known (simulated data), and the baselines on the same test rows."""
+    metrics: dict[str, float] = {}
+    test_aud = pd.DataFrame()
+    test_p = np.zeros(0)
+    for name in ("valid", "test"):
+        part = parts[name].assign(tier=lambda d: _tier_names(d))
+        p = model.predict_proba(part)
+        y = part["label"].to_numpy()
+        metrics.update({f"{name}_{k}": v for k, v in binary_metrics(y, p).items()})
+        p_true = _truth_for(part, truth)
+        aud = audience_table(part, p, p_true)
+        metrics.update(audience_metrics(aud, f"{name}_audience_"))
+        for tier in TIER_NAMES:
+            sub = aud[aud["tier"] == tier]
+            if len(sub) >= 3:
+                metrics.update(audience_metrics(sub, f"{name}_audience_{tier}_"))
+        if p_true is not None:
+            oracle = binary_metrics(y, p_true)
+            metrics.update({f"{name}_oracle_{k}": v for k, v in oracle.items()})
+            metrics[f"{name}_roc_auc_vs_oracle"] = metrics[f"{name}_roc_auc"] / oracle["roc_auc"]
+            metrics.update(
+                audience_metrics(audience_table(part, p_true, p_true), f"{name}_oracle_audience_")
+            )
+        if name == "test":
+            test_aud, test_p = aud, p
+    table, scores = _baseline_table(model, parts, truth, metrics, seed)
+    return Evaluation(metrics, table, test_aud, {"model": test_p, **scores})
+
+
+def _tier_names(d: pd.DataFrame) -> pd.Series:
+    codes = d["inf_tier"].astype("float").fillna(-1).astype(int)
+    return codes.map(lambda c: TIER_NAMES[c] if 0 <= c < len(TIER_NAMES) else "unknown")
+
+
+def _truth_for(part: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:
+    if truth is None:
+        return None
+    m = part[["campaign_id", "follower_id"]].merge(
+        truth[["campaign_id", "follower_id", "p_true"]],
+        how="left",
+        on=["campaign_id", "follower_id"],
+    )
+    if m["p_true"].isna().any():  # ground truth of another world: ignore it
+        return None
+    return m["p_true"].to_numpy()
+
+
+def _baseline_table(model, parts, truth, metrics, seed) -> tuple[pd.DataFrame, dict]:
+    test = parts["test"]
+    y = test["label"].to_numpy()
+    rows = [
+        {
+            "scorer": "model (LightGBM)",
+            **{k: metrics[f"test_{k}"] for k in ("roc_auc", "pr_auc", "log_loss", "ece")},
+            **{k: metrics[f"test_{k}"] for k in ("lift_top1pct", "recall_top10pct")},
+            "audience_spearman_rate": metrics.get("test_audience_spearman_rate", float("nan")),
+        }
+    ]
+    scores = {}
+    for name, (score, is_prob) in baseline_scores(parts, model.spec, seed).items():
+        scores[name] = score
+        row = {"scorer": name, **ranking_metrics(y, score)}
+        if is_prob:
+            full = binary_metrics(y, score)
+            row.update({k: full[k] for k in ("log_loss", "ece")})
+        row.update(audience_rank_metrics(test, score))
+        rows.append(row)
+    p_true = _truth_for(test, truth)
+    if p_true is not None:
+        scores["oracle"] = p_true
+        full = binary_metrics(y, p_true)
+        rows.append(
+            {
+                "scorer": "oracle (ground truth)",
+                **{k: full[k] for k in ("roc_auc", "pr_auc", "log_loss", "ece")},
+                **{k: full[k] for k in ("lift_top1pct", "recall_top10pct")},
+                **audience_rank_metrics(test, p_true),
+            }
+        )
+    cols = [
+        "scorer",
+        "roc_auc",
+        "pr_auc",
+        "log_loss",
+        "ece",
+        "lift_top1pct",
+        "recall_top10pct",
+        "audience_spearman_rate",
+    ]
+    return pd.DataFrame(rows).reindex(columns=cols), scores

@@ -209,3 +209,12 @@ def write_frame(df, path: Path, fmt: str, schema: pa.Schema | None = None) -> No
         write_parquet(table, path)
     else:
         pacsv.write_csv(table, path)
+
+
+def read_ground_truth(data_dir: Path):
+    """The simulator's ground truth rows (campaign_id, follower_id, p_true), when the data
+    directory has them; None for real data."""
+    path = Path(data_dir) / "ground_truth.parquet"
+    if not path.is_file():
+        return None
+    return pq.read_table(path, columns=["campaign_id", "follower_id", "p_true"]).to_pandas()

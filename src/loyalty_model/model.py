@@ -7,7 +7,7 @@ rebuilds exactly the training matrix: same columns, same order, same category co
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightgbm as lgb
@@ -19,6 +19,90 @@ from loyalty_model.features import FeatureSpec
 
 BOOSTER_FILE = "booster.txt"
 SPEC_FILE = "feature_spec.json"
+CALIBRATION_FILE = "calibration.json"
+CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
+_EPS = 1e-6
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, _EPS, 1 - _EPS)
+    return np.log(p / (1 - p))
+
+
+@dataclass(frozen=True)
+class Calibrator:
+    """Maps raw booster probabilities to calibrated ones; plain numbers, stored as JSON.
+
+    sigmoid: p' = 1 / (1 + exp(-(a * logit(p) + b)))  (Platt scaling on the logit);
+    isotonic: p' = piecewise-linear interpolation through (x, y), clipped at the ends.
+    """
+
+    method: str = "none"
+    a: float = 1.0
+    b: float = 0.0
+    x: tuple[float, ...] = ()
+    y: tuple[float, ...] = ()
+
+    def apply(self, p: np.ndarray) -> np.ndarray:
+        p = np.asarray(p, dtype=float)
+        if self.method == "sigmoid":
+            return 1.0 / (1.0 + np.exp(-(self.a * _logit(p) + self.b)))
+        if self.method == "isotonic":
+            return np.interp(p, self.x, self.y)
+        return p
+
+    def to_dict(self) -> dict:
+        return {
+            "method": self.method,
+            "a": self.a,
+            "b": self.b,
+            "x": list(self.x),
+            "y": list(self.y),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Calibrator:
+        return cls(d["method"], d["a"], d["b"], tuple(d["x"]), tuple(d["y"]))
+
+
+def _fit_one(method: str, y: np.ndarray, p: np.ndarray) -> Calibrator:
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
+    if method == "sigmoid":
+        lr = LogisticRegression(C=1e6, max_iter=1000).fit(_logit(p)[:, None], y)
+        return Calibrator("sigmoid", a=float(lr.coef_[0, 0]), b=float(lr.intercept_[0]))
+    if method == "isotonic":
+        iso = IsotonicRegression(y_min=_EPS, y_max=1 - _EPS, out_of_bounds="clip").fit(p, y)
+        return Calibrator(
+            "isotonic",
+            x=tuple(float(v) for v in iso.X_thresholds_),
+            y=tuple(float(v) for v in iso.y_thresholds_),
+        )
+    return Calibrator()
+
+
+def fit_calibrator(
+    y: np.ndarray, p: np.ndarray, folds: int = 5, seed: int = 0
+) -> tuple[Calibrator, dict[str, float]]:
+    """Choose none, sigmoid or isotonic by out-of-fold log loss on (validation) rows, then fit
+    the winner on all of them. Returns it and the out-of-fold log loss of each method."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    y = np.asarray(y).astype(int)
+    p = np.asarray(p, dtype=float)
+    if y.sum() < folds or (1 - y).sum() < folds:  # too few positives to judge: leave it
+        return Calibrator(), {}
+    scores = {}
+    kf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for method in CALIBRATION_METHODS:
+        oof = np.empty(len(y))
+        for tr, te in kf.split(p, y):
+            oof[te] = _fit_one(method, y[tr], p[tr]).apply(p[te])
+        scores[method] = float(log_loss(y, np.clip(oof, _EPS, 1 - _EPS), labels=[0, 1]))
+    best = min(CALIBRATION_METHODS, key=lambda m: (scores[m], CALIBRATION_METHODS.index(m)))
+    return _fit_one(best, y, p), scores
 
 
 def make_estimator(cfg: ModelConfig) -> lgb.LGBMClassifier:
@@ -61,37 +145,48 @@ def to_matrix(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     missing = [c for c in spec.names if c not in frame.columns]
     if missing:
         raise KeyError(f"feature frame lacks columns required by the model spec: {missing[:5]}")
-    out = {}
-    for c in spec.names:
-        if c in spec.categorical:
-            lookup = {v: i for i, v in enumerate(spec.categories[c])}
-            out[c] = frame[c].astype("string").map(lookup).astype("float64")
-        else:
-            out[c] = pd.to_numeric(frame[c], errors="coerce").astype("float64")
-    return pd.DataFrame(out, index=frame.index)
+    numeric = [c for c in spec.names if c not in spec.categorical]
+    block = frame[numeric]
+    other = [c for c in numeric if not pd.api.types.is_numeric_dtype(block[c])]
+    if other:  # e.g. object columns from csv or pandas: coerce, unparsable -> missing
+        block = block.assign(**{c: pd.to_numeric(block[c], errors="coerce") for c in other})
+    out = pd.DataFrame(
+        block.to_numpy(dtype="float64", na_value=np.nan), columns=numeric, index=frame.index
+    )
+    for c in spec.categorical:
+        codes = pd.Categorical(frame[c].astype("object"), categories=spec.categories[c]).codes
+        out[c] = np.where(codes < 0, np.nan, codes.astype("float64"))
+    return out[list(spec.names)]
 
 
 @dataclass
 class LoyaltyModel:
-    """Booster + spec. `predict_proba` returns P(loyal) per row."""
+    """Booster + spec + calibrator. `predict_proba` returns calibrated P(loyal) per row."""
 
     booster: lgb.Booster
     spec: FeatureSpec
+    calibrator: Calibrator = field(default_factory=Calibrator)
+
+    def predict_raw(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.booster.predict(to_matrix(frame, self.spec).to_numpy())
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
-        return self.booster.predict(to_matrix(frame, self.spec).to_numpy())
+        return self.calibrator.apply(self.predict_raw(frame))
 
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / BOOSTER_FILE))  # native text format, no pickle
         (folder / SPEC_FILE).write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
+        (folder / CALIBRATION_FILE).write_text(json.dumps(self.calibrator.to_dict()) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> LoyaltyModel:
         folder = Path(folder)
         spec = FeatureSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
-        return cls(lgb.Booster(model_file=str(folder / BOOSTER_FILE)), spec)
+        cal_path = folder / CALIBRATION_FILE
+        cal = Calibrator.from_dict(json.loads(cal_path.read_text())) if cal_path.exists() else None
+        return cls(lgb.Booster(model_file=str(folder / BOOSTER_FILE)), spec, cal or Calibrator())
 
     def importance(self) -> pd.DataFrame:
         return (
@@ -123,3 +218,28 @@ def fit(
         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
     )
     return LoyaltyModel(est.booster_, spec)
+
+
+def make_logistic_baseline(seed: int = 0):
+    """An unfitted linear baseline on the same features: median imputation with missing
+    indicators, standard scaling, L2 logistic regression (a sklearn Pipeline)."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    return make_pipeline(
+        SimpleImputer(strategy="median", add_indicator=True, keep_empty_features=True),
+        StandardScaler(),
+        LogisticRegression(C=0.1, max_iter=2000, random_state=seed),
+    )
+
+
+def baseline_matrix(frame: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """The model matrix with categoricals one-hot encoded (a linear model cannot use codes)."""
+    x = to_matrix(frame, spec)
+    parts = [x.drop(columns=list(spec.categorical)).to_numpy()]
+    for c in spec.categorical:
+        codes = x[c].to_numpy()
+        parts.append(np.stack([codes == i for i in range(len(spec.categories[c]))], axis=1))
+    return np.hstack(parts).astype("float64")

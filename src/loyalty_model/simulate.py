@@ -26,10 +26,10 @@ memory stays bounded on the large presets.
 
 from __future__ import annotations
 
+import functools
 import itertools
-import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -187,7 +187,17 @@ class World:
     ca_cost_known: np.ndarray
     ca_post: np.ndarray
     ca_wave: np.ndarray
-    stats: dict = field(default_factory=dict)
+
+    @functools.cached_property
+    def ids(self) -> dict[str, pa.Array]:
+        """String ids of followers, influencers, brands and posts, by index."""
+        return {
+            "f": _ids("f", len(self.fol_bot)),
+            "i": _ids("i", len(self.inf_tier)),
+            "b": _ids("b", len(self.br_niche)),
+            "p": _ids("p", len(self.po_ts)),
+            "c": _ids("c", len(self.ca_inf)),
+        }
 
 
 def build_world(preset: Preset, seed: int) -> World:
@@ -685,10 +695,10 @@ def _ground_truth_tables(w: World, gt: dict) -> tuple[pa.Table, pa.Table]:
     closed = gt["start"] + LABEL_HORIZON_DAYS * DAY <= w.end
     rows = pa.table(
         {
-            "campaign_id": _take(_ids("c", len(w.ca_inf)), gt["campaign"]),
-            "follower_id": _take(_ids("f", len(w.fol_bot)), gt["follower"]),
-            "influencer_id": _take(_ids("i", len(w.inf_tier)), gt["influencer"]),
-            "brand_id": _take(_ids("b", len(w.br_niche)), gt["brand"]),
+            "campaign_id": _take(w.ids["c"], gt["campaign"]),
+            "follower_id": _take(w.ids["f"], gt["follower"]),
+            "influencer_id": _take(w.ids["i"], gt["influencer"]),
+            "brand_id": _take(w.ids["b"], gt["brand"]),
             "cutoff_ts": _ts(gt["start"]),
             "tier": pa.array(np.array(TIERS)[gt["tier"]]),
             "is_bot": pa.array(gt["bot"]),
@@ -703,9 +713,9 @@ def _ground_truth_tables(w: World, gt: dict) -> tuple[pa.Table, pa.Table]:
     size = np.bincount(gt["campaign"], minlength=n_c)
     camps = pa.table(
         {
-            "campaign_id": _ids("c", n_c),
-            "influencer_id": _take(_ids("i", len(w.inf_tier)), w.ca_inf),
-            "brand_id": _take(_ids("b", len(w.br_niche)), w.ca_brand),
+            "campaign_id": w.ids["c"],
+            "influencer_id": _take(w.ids["i"], w.ca_inf),
+            "brand_id": _take(w.ids["b"], w.ca_brand),
             "start_ts": _ts(w.ca_start),
             "tier": pa.array(np.array(TIERS)[w.inf_tier[w.ca_inf]]),
             "followers": pa.array(size),
@@ -735,7 +745,7 @@ EVENT_SCHEMA = pa.schema(
 
 
 def _event_table(w: World, ts, fol, inf, brand, post, etype, amount) -> pa.Table:
-    ids = _id_cache(w)
+    ids = w.ids
     return pa.Table.from_arrays(
         [
             _ts(ts),
@@ -748,22 +758,6 @@ def _event_table(w: World, ts, fol, inf, brand, post, etype, amount) -> pa.Table
         ],
         schema=EVENT_SCHEMA,
     )
-
-
-_IDS: dict[int, dict[str, pa.Array]] = {}
-
-
-def _id_cache(w: World) -> dict[str, pa.Array]:
-    key = id(w)
-    if key not in _IDS:
-        _IDS.clear()
-        _IDS[key] = {
-            "f": _ids("f", len(w.fol_bot)),
-            "i": _ids("i", len(w.inf_tier)),
-            "b": _ids("b", len(w.br_niche)),
-            "p": _ids("p", len(w.po_ts)),
-        }
-    return _IDS[key]
 
 
 def engagement_chunks(w: World) -> Iterator[pa.Table]:
@@ -855,7 +849,7 @@ def _searchsorted_segments(values, seg_lo, seg_hi, x):
 
 
 def entity_tables(w: World) -> dict[str, pa.Table]:
-    ids = _id_cache(w)
+    ids = w.ids
     n_i = len(w.inf_tier)
     influencers = pa.table(
         {
@@ -885,7 +879,7 @@ def entity_tables(w: World) -> dict[str, pa.Table]:
     )
     campaigns = pa.table(
         {
-            "campaign_id": _ids("c", len(w.ca_inf)),
+            "campaign_id": w.ids["c"],
             "brand_id": _take(ids["b"], w.ca_brand),
             "influencer_id": _take(ids["i"], w.ca_inf),
             "start_ts": _ts(w.ca_start),
@@ -966,7 +960,3 @@ def simulate(preset_name: str, seed: int) -> tuple[World, Outcomes, dict[str, pa
         raise ValueError(f"unknown preset {preset_name!r}; choose one of {', '.join(PRESETS)}")
     w = build_world(PRESETS[preset_name], seed)
     return w, draw_outcomes(w), entity_tables(w)
-
-
-def now() -> float:
-    return time.perf_counter()

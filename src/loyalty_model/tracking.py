@@ -83,8 +83,11 @@ def log_training_run(
     metrics: dict[str, float],
     artifacts: dict[str, str],
     example: pd.DataFrame,
+    figures: dict | None = None,
+    tags: dict[str, str] | None = None,
 ) -> Registered:
-    """One run: params, metrics, text artifacts, the pyfunc model; register and alias it."""
+    """One run: params, metrics, text artifacts, figures, the pyfunc model; register it and
+    give it alias `challenger` (and `champion` when there is none yet)."""
     _quiet()
     mlflow.set_tracking_uri(tracking_uri(cfg.tracking))
     mlflow.set_experiment(cfg.tracking.experiment)
@@ -94,6 +97,10 @@ def log_training_run(
         mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # drop NaN
         for filename, text in artifacts.items():
             mlflow.log_text(text, filename)
+        for filename, fig in (figures or {}).items():
+            mlflow.log_figure(fig, filename)
+        if tags:
+            mlflow.set_tags(tags)
         model_dir = Path(tmp) / "model"
         model.save(model_dir)
         x = example[list(model.spec.names)].copy()
@@ -162,3 +169,62 @@ def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]
         raise ModelLoadError(f"model {uri!r} is not a loyalty_model pyfunc")
     run_id = run_id or loaded.metadata.run_id
     return inner.model, {"uri": uri, "name": name, "version": version, "run_id": run_id}
+
+
+def load_champion(cfg: TrackingConfig) -> tuple[LoyaltyModel, str] | None:
+    """The current champion and its version, or None when there is none yet."""
+    _quiet()
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        mv = MlflowClient().get_model_version_by_alias(cfg.model_name, CHAMPION)
+    except MlflowException:
+        return None
+    model, _ = load_for_scoring(f"models:/{cfg.model_name}/{mv.version}", cfg)
+    return model, str(mv.version)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    version: str
+    run_id: str
+    metrics: dict
+    tags: dict
+    champion_version: str | None
+
+
+def candidate(cfg: TrackingConfig, version: str | None) -> Candidate:
+    """A registered version (default: the challenger) with its run's metrics, and the
+    current champion's version."""
+    _quiet()
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    client = MlflowClient()
+    name = cfg.model_name
+    try:
+        mv = (
+            client.get_model_version(name, version)
+            if version
+            else client.get_model_version_by_alias(name, CHALLENGER)
+        )
+    except MlflowException as exc:
+        what = f"version {version}" if version else f"alias {CHALLENGER}"
+        raise ModelLoadError(f"model {name!r} has no {what} in {tracking_uri(cfg)}") from exc
+    run = client.get_run(mv.run_id)
+    try:
+        champ = str(client.get_model_version_by_alias(name, CHAMPION).version)
+    except MlflowException:
+        champ = None
+    return Candidate(str(mv.version), mv.run_id, run.data.metrics, run.data.tags, champ)
+
+
+def record_promotion(
+    cfg: TrackingConfig, cand: Candidate, promoted: bool, summary: str, forced: bool
+) -> None:
+    """Log the gate's decision on the candidate's run; move `champion` when promoted."""
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    client = MlflowClient()
+    client.set_tag(cand.run_id, "gate.decision", "promoted" if promoted else "rejected")
+    client.set_tag(cand.run_id, "gate.reasons", summary[:5000])
+    client.set_tag(cand.run_id, "gate.forced", str(forced).lower())
+    client.set_tag(cand.run_id, "gate.champion_before", str(cand.champion_version))
+    if promoted:
+        client.set_registered_model_alias(cfg.model_name, CHAMPION, cand.version)

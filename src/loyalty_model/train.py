@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import duckdb
 import pandas as pd
 
 from loyalty_model import engines, features, io, spine
-from loyalty_model.config import Config
-from loyalty_model.evaluate import binary_metrics
-from loyalty_model.model import LoyaltyModel, feature_spec, fit
+from loyalty_model.config import Config, FeatureConfig, LabelConfig
+from loyalty_model.evaluate import Evaluation, binary_metrics, evaluate_model
+from loyalty_model.model import LoyaltyModel, feature_spec, fit, fit_calibrator
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ class TrainResult:
     sizes: dict[str, float]
     frames: dict[str, pd.DataFrame]  # train / valid / test feature frames (with labels)
     timings: dict[str, float]
+    evaluation: Evaluation
+    window: dict[str, str]  # split boundaries and the data window, for the model card
 
 
 def build_training_frame(
@@ -44,7 +46,9 @@ def build_training_frame(
     return frame, sp
 
 
-def train(cfg: Config) -> TrainResult:
+def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
+    """Features, split, fit, calibrate, evaluate (with baselines; against `champion` on the
+    same test rows when one is given)."""
     t0 = time.perf_counter()
     con = engines.duckdb_connection(threads=cfg.model.threads)
     frame, sp = build_training_frame(con, cfg)
@@ -81,12 +85,22 @@ def train(cfg: Config) -> TrainResult:
     )
     t1 = time.perf_counter()
     model = fit(parts["train"], parts["valid"], spec, cfg.model)
+    # calibrate on validation when it lowers out-of-fold validation log loss
+    raw_valid = model.predict_raw(parts["valid"])
+    calibrator, cal_scores = fit_calibrator(
+        parts["valid"]["label"].to_numpy(), raw_valid, seed=cfg.model.seed
+    )
+    model = replace(model, calibrator=calibrator)
     t_fit = time.perf_counter() - t1
-    metrics: dict[str, float] = {}
-    for name in ("valid", "test"):
-        for k, v in binary_metrics(parts[name]["label"], model.predict_proba(parts[name])).items():
-            metrics[f"{name}_{k}"] = v
+    truth = io.read_ground_truth(cfg.data.dir)
+    evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed)
+    metrics = dict(evaluation.metrics)
+    if champion is not None:
+        test = _rows_for(champion, parts["test"], con, cfg)
+        champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
+        metrics.update({f"champion_test_{k}": v for k, v in champ.items()})
     metrics["best_iteration"] = float(model.booster.best_iteration or model.booster.num_trees())
+    metrics.update({f"calibration_oof_log_loss_{m}": v for m, v in cal_scores.items()})
     sizes = {}
     for name, part in parts.items():
         sizes[f"{name}_rows"] = float(len(part))
@@ -99,4 +113,40 @@ def train(cfg: Config) -> TrainResult:
         "fit_seconds": t_fit,
         "events_per_second_features": n_events / t_features if t_features else float("nan"),
     }
-    return TrainResult(model, metrics, sizes, parts, timings)
+    window = {
+        "train_from": str(parts["train"]["cutoff_ts"].min()),
+        "valid_from": str(v_from),
+        "test_from": str(t_from),
+        "test_to": str(parts["test"]["cutoff_ts"].max()),
+        "data_end": str(sp.data_end),
+    }
+    return TrainResult(model, metrics, sizes, parts, timings, evaluation, window)
+
+
+def _rows_for(model: LoyaltyModel, rows: pd.DataFrame, con, cfg: Config) -> pd.DataFrame:
+    """`rows` (labelled spine rows with our features) with the features `model` expects:
+    reused when its spec matches ours, rebuilt with its own feature config otherwise."""
+    spec = model.spec
+    same = (
+        set(spec.names) <= set(rows.columns)
+        and tuple(spec.windows) == tuple(cfg.features.windows)
+        and spec.prior_strength == cfg.features.prior_strength
+        and (spec.horizon_days, spec.min_purchases, spec.require_attribution)
+        == (cfg.label.horizon_days, cfg.label.min_purchases, cfg.label.require_attribution)
+    )
+    if same:
+        return rows
+    import ibis
+
+    tables = engines.ibis_tables(con, ["events", "follows", "influencers", "brands", "campaigns"])
+    keys = ["campaign_id", *features.SPINE_KEYS, "label"]
+    spine_rows = ibis.memtable(rows[keys])
+    fcfg = FeatureConfig(windows=spec.windows, prior_strength=spec.prior_strength)
+    lcfg = LabelConfig(
+        horizon_days=spec.horizon_days,
+        min_purchases=spec.min_purchases,
+        require_attribution=spec.require_attribution,
+    )
+    backend = ibis.duckdb.from_connection(con)
+    out = backend.to_pyarrow(features.build_features(spine_rows, tables, fcfg, lcfg)).to_pandas()
+    return out.sort_values(["cutoff_ts", "campaign_id", "follower_id"]).reset_index(drop=True)

@@ -47,7 +47,41 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
         assert key in run.data.metrics, key
     assert run.data.params["label.horizon_days"] == "90"
     arts = {a.path for a in client.list_artifacts(mv.run_id)}
-    assert {"config.yaml", "feature_spec.json", "feature_importance.csv"} <= arts
+    assert {
+        "config.yaml",
+        "feature_spec.json",
+        "feature_importance.csv",
+        "calibration.json",
+        "baselines.csv",
+        "baselines.md",
+        "audiences_test.csv",
+        "model_card.md",
+    } <= arts
+    pngs = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
+    assert {
+        f"plots/{n}.png"
+        for n in ("roc", "pr", "reliability", "gains", "importance", "shap_summary")
+    } <= pngs
+    card = Path(client.download_artifacts(mv.run_id, "model_card.md")).read_text()
+    assert "Known limits" in card and "follower_count" in card
+    base = pd.read_csv(client.download_artifacts(mv.run_id, "baselines.csv"))
+    assert set(base.scorer) >= {
+        "model (LightGBM)",
+        "follower_count",
+        "engagement_rate",
+        "logistic_regression",
+        "oracle (ground truth)",
+    }
+    for key in (
+        "test_brier",
+        "test_ece",
+        "test_lift_top1pct",
+        "test_recall_top10pct",
+        "test_audience_interval_coverage",
+        "test_oracle_roc_auc",
+        "test_roc_auc_vs_oracle",
+    ):
+        assert key in run.data.metrics, key
     spec = json.loads(Path(client.download_artifacts(mv.run_id, "feature_spec.json")).read_text())
     # scoring input: the feature frame (categoricals as strings, counts possibly missing)
     frame = pd.DataFrame({n: np.zeros(4) for n in spec["names"]})
@@ -62,7 +96,7 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
 def test_second_version_is_challenger_and_champion_stays(tiny_world, store):
     train(tiny_world)
     out = train(tiny_world, "--set", "model.num_leaves=7")
-    assert "version 2" in out and "aliases: challenger" in out and "champion" not in out
+    assert "version 2  aliases: challenger\n" in out
     client = MlflowClient(tracking_uri=store)
     assert str(client.get_model_version_by_alias("audience-loyalty", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("audience-loyalty", "challenger").version) == "2"
@@ -167,3 +201,70 @@ def test_split_by_dates(tmp_path, store):
         ],
     )
     assert bad.exit_code == 2 and "empty" in bad.output
+
+
+def test_one_engine_connection_per_run(tiny_world, store, monkeypatch):
+    from loyalty_model import engines
+
+    calls = []
+    real = engines.duckdb_connection
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engines, "duckdb_connection", counting)
+    train(tiny_world)
+    assert len(calls) == 1
+
+
+def test_sample_fraction_keeps_a_stable_share_of_followers(tiny_world, store):
+    from loyalty_model.config import load_config
+    from loyalty_model.train import train as fit_pipeline
+
+    full = fit_pipeline(load_config(None, [f"data.dir={tiny_world}"]))
+    half = fit_pipeline(load_config(None, [f"data.dir={tiny_world}", "data.sample_fraction=0.5"]))
+    n_full, n_half = full.sizes["train_rows"], half.sizes["train_rows"]
+    assert 0.35 * n_full < n_half < 0.65 * n_full
+    kept = set(half.frames["train"].follower_id)
+    assert kept < set(full.frames["train"].follower_id)
+
+
+def promote(*extra):
+    return runner.invoke(app, ["promote", "--set", "gate.max_ece=0.5", *extra])
+
+
+def test_gate_rejects_a_worse_model_and_records_why(tiny_world, store):
+    train(tiny_world)  # v1: champion
+    train(tiny_world, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
+    result = promote()
+    assert result.exit_code == 3, result.output
+    assert "KEEP CHAMPION" in result.output and "champion stays v1" in result.output
+    client = MlflowClient(tracking_uri=store)
+    assert str(client.get_model_version_by_alias("audience-loyalty", "champion").version) == "1"
+    run = client.get_run(client.get_model_version("audience-loyalty", "2").run_id)
+    assert run.data.tags["gate.decision"] == "rejected"
+    assert "not better" in run.data.tags["gate.reasons"]
+    # --force overrides, and says so on the run
+    forced = promote("--force")
+    assert forced.exit_code == 0 and "FORCED" in forced.output
+    run = client.get_run(run.info.run_id)
+    assert run.data.tags["gate.forced"] == "true"
+    assert str(client.get_model_version_by_alias("audience-loyalty", "champion").version) == "2"
+
+
+def test_gate_promotes_a_better_model(tiny_world, store):
+    train(tiny_world, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
+    train(tiny_world)  # v2, compared with the weak v1 on the same test rows
+    result = promote()
+    assert result.exit_code == 0, result.output
+    assert "PROMOTE" in result.output and "champion is now audience-loyalty v2" in result.output
+
+
+def test_promote_refuses_a_stale_comparison(tiny_world, store):
+    train(tiny_world)  # v1 champion
+    train(tiny_world)  # v2 compared with v1
+    train(tiny_world)  # v3 compared with v1
+    assert promote("--version", "2", "--force").exit_code == 0  # champion is now v2
+    result = promote("--version", "3")
+    assert result.exit_code == 2 and "compared with champion v1" in result.output

@@ -1,0 +1,93 @@
+"""Metric functions against hand-computed values; calibration on a miscalibrated toy model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import log_loss
+
+from loyalty_model import evaluate
+from loyalty_model.model import Calibrator, fit_calibrator
+
+
+def test_ece_by_hand():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.3, 0.6, 0.8])
+    # two equal-count bins: {0.1, 0.3} mean 0.2 vs rate 0; {0.6, 0.8} mean 0.7 vs rate 1
+    assert evaluate.expected_calibration_error(y, p, bins=2) == pytest.approx(0.5 * 0.2 + 0.5 * 0.3)
+    assert evaluate.expected_calibration_error(y, p, bins=1) == pytest.approx(abs(0.5 - 0.45))
+
+
+def test_lift_and_recall_by_hand():
+    y = np.array([1, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+    p = np.linspace(1, 0, 10)  # row 0 ranked first
+    lift, recall = evaluate.top_share(y, p, 0.10)
+    assert lift == pytest.approx(1.0 / 0.2) and recall == pytest.approx(0.5)
+    lift, recall = evaluate.top_share(y, p, 0.5)
+    assert lift == pytest.approx((2 / 5) / 0.2) and recall == pytest.approx(1.0)
+
+
+def test_binary_metrics_by_hand():
+    y = np.array([0, 1, 0, 1])
+    p = np.array([0.2, 0.8, 0.4, 0.6])
+    m = evaluate.binary_metrics(y, p)
+    assert m["roc_auc"] == 1.0 and m["pr_auc"] == 1.0
+    assert m["brier"] == pytest.approx((0.04 + 0.04 + 0.16 + 0.16) / 4)
+    assert m["log_loss"] == pytest.approx(-np.mean(np.log([0.8, 0.8, 0.6, 0.6])))
+    assert m["base_rate"] == 0.5 and m["mean_p"] == pytest.approx(0.5)
+
+
+def test_single_class_gives_nan_aucs_not_errors():
+    m = evaluate.binary_metrics(np.zeros(5), np.full(5, 0.1))
+    assert np.isnan(m["roc_auc"]) and np.isnan(m["pr_auc"])
+    assert m["log_loss"] == pytest.approx(-np.log(0.9))
+
+
+def test_audience_metrics_by_hand():
+    aud = pd.DataFrame(
+        {
+            "campaign_id": ["a", "b", "c"],
+            "tier": ["nano", "micro", "macro"],
+            "followers": [100, 100, 100],
+            "expected": [1.0, 2.0, 3.0],
+            "low": [0, 0, 1],
+            "high": [3, 4, 6],
+            "actual": [0, 5, 3],
+            "true_expected": [1.5, 2.5, 2.0],
+        }
+    )
+    m = evaluate.audience_metrics(aud, "x_")
+    assert m["x_mae_count"] == pytest.approx((1 + 3 + 0) / 3)
+    assert m["x_interval_coverage"] == pytest.approx(2 / 3)  # b: 5 is above 4
+    assert m["x_spearman_rate"] == pytest.approx(1 - 6 * 2 / (3 * 8))  # ranks 1,3,2
+    assert m["x_spearman_true_rate"] == pytest.approx(0.5)  # ranks 1,3,2 vs 1,2,3
+    assert m["x_mae_true_count"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+
+
+def test_calibration_fixes_a_miscalibrated_model():
+    rng = np.random.default_rng(0)
+    true_p = rng.beta(1, 30, 20_000)
+    y = (rng.random(len(true_p)) < true_p).astype(int)
+    raw = np.clip(true_p * 3, 0, 0.99)  # overconfident by a factor of 3
+    cal, scores = fit_calibrator(y, raw, seed=1)
+    assert cal.method in ("sigmoid", "isotonic")
+    assert scores[cal.method] < scores["none"]
+    assert log_loss(y, cal.apply(raw)) < log_loss(y, raw)
+    assert abs(cal.apply(raw).mean() - y.mean()) < 0.1 * y.mean()
+    assert Calibrator.from_dict(cal.to_dict()) == cal
+
+
+def test_calibration_leaves_a_calibrated_model_alone():
+    rng = np.random.default_rng(1)
+    p = rng.beta(1, 30, 20_000)
+    y = (rng.random(len(p)) < p).astype(int)
+    cal, scores = fit_calibrator(y, p, seed=1)
+    assert scores["none"] <= scores["isotonic"]
+    np.testing.assert_allclose(cal.apply(p)[:100], cal.apply(p)[:100])  # any choice: valid
+    assert log_loss(y, cal.apply(p)) <= log_loss(y, p) + 1e-3
+
+
+def test_too_few_positives_to_calibrate():
+    cal, scores = fit_calibrator(np.array([0] * 50 + [1] * 2), np.full(52, 0.1))
+    assert cal.method == "none" and scores == {}
