@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -353,8 +354,14 @@ def predict(
         str, typer.Option("--format", help="Output file format: parquet or csv.")
     ] = "parquet",
     batch_rows: Annotated[
-        int, typer.Option(help="Followers scored per batch; bounds memory.", min=1000)
+        int, typer.Option(help="Followers scored per batch; bounds Python memory.", min=1000)
     ] = 200_000,
+    memory_limit: Annotated[
+        str,
+        typer.Option(
+            help="DuckDB memory cap (e.g. 2GB); the engine spills to disk beyond it.",
+        ),
+    ] = "3GB",
 ) -> None:
     """Score every follower of each influencer for a brand and write the prediction files.
 
@@ -372,7 +379,11 @@ def predict(
     if not data.is_dir():
         _fail(f"data directory not found: {data}")
     t0 = time.perf_counter()
-    con = engines.duckdb_connection()
+    spill = tempfile.TemporaryDirectory(prefix="loyalty-spill-")
+    try:
+        con = engines.duckdb_connection(memory_limit=memory_limit, temp_dir=spill.name)
+    except Exception as exc:  # duckdb rejects a malformed limit
+        _fail(f"--memory-limit {memory_limit!r}: {str(exc).splitlines()[0]}")
     try:
         views = io.register_tables(con, data)
         req = _scoring_request(con, brand, as_of, influencers)
@@ -502,11 +513,8 @@ def _print_top(aud, out: Path, written: int, seconds: float, t_pred: float) -> N
     ):
         t.add_column(col, justify="left" if col in ("influencer", "tier") else "right")
     for r in aud.head(10).itertuples():
-        cost = (
-            "-"
-            if r.cost_per_expected_loyal is None or pd_isna(r.cost_per_expected_loyal)
-            else f"{r.cost_per_expected_loyal:,.0f}"
-        )
+        c = r.cost_per_expected_loyal
+        cost = "-" if c is None or c != c else f"{c:,.0f}"  # None or NaN: no price
         t.add_row(
             str(r.rank),
             r.influencer_id,
@@ -522,10 +530,6 @@ def _print_top(aud, out: Path, written: int, seconds: float, t_pred: float) -> N
         f"(model {t_pred:.1f}s); files in [bold]{out}[/]: follower_scores, audience_scores, "
         "manifest.json"
     )
-
-
-def pd_isna(x) -> bool:
-    return x != x
 
 
 def main() -> None:

@@ -61,14 +61,14 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
 def audience_table(frame: pd.DataFrame, p: np.ndarray, truth: np.ndarray | None = None):
     """Per campaign: followers, predicted expected loyal count with its 90 % interval, the
     actual loyal count, and (simulated data) the true expected count."""
-    from loyalty_model.predict import _Audience
+    from loyalty_model.predict import AudienceAccumulator
 
     df = frame[["campaign_id", "tier", "label"]].assign(p=np.asarray(p, dtype=float))
     if truth is not None:
         df["p_true"] = truth
     rows = []
     for cid, g in df.groupby("campaign_id", sort=True):
-        a = _Audience()
+        a = AudienceAccumulator()
         a.add(g["p"].to_numpy())
         lo, hi = a.interval()
         row = {

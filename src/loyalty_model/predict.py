@@ -135,7 +135,10 @@ def rna_interval(n: int, m1: float, m2: float, m3: float, level: float = INTERVA
 
 
 @dataclass
-class _Audience:
+class AudienceAccumulator:
+    """Streaming per-influencer sums of p, p(1-p), p(1-p)(1-2p); the probabilities
+    themselves are kept only up to EXACT_MAX followers, for the exact interval."""
+
     n: int = 0
     m1: float = 0.0
     m2: float = 0.0
@@ -164,13 +167,6 @@ class _Audience:
 # -- the run --------------------------------------------------------------------------------
 
 
-@dataclass
-class ScoreResult:
-    followers_written: int
-    audiences: pd.DataFrame
-    seconds_predict: float
-
-
 def score(
     batches: Iterator[pd.DataFrame],
     model: LoyaltyModel,
@@ -179,11 +175,11 @@ def score(
     as_of: datetime,
     write: Callable[[pa.Table], None],
     on_batch: Callable[[int], None] = lambda n: None,
-) -> tuple[int, dict[str, _Audience], float]:
+) -> tuple[int, dict[str, AudienceAccumulator], float]:
     """Score every batch, hand follower rows to `write`, accumulate audiences."""
     import time
 
-    audiences: dict[str, _Audience] = {}
+    audiences: dict[str, AudienceAccumulator] = {}
     written = 0
     t_pred = 0.0
     as_of_ts = pd.Timestamp(as_of)
@@ -195,7 +191,7 @@ def score(
         # rows arrive ordered by influencer: split at the boundaries
         bounds = np.flatnonzero(inf[1:] != inf[:-1]) + 1
         for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(inf)], strict=True):
-            audiences.setdefault(inf[lo], _Audience()).add(p[lo:hi])
+            audiences.setdefault(inf[lo], AudienceAccumulator()).add(p[lo:hi])
         n = len(frame)
         write(
             pa.table(
@@ -223,7 +219,7 @@ def _tier_name(count: float) -> str | None:
 
 
 def audience_table(
-    audiences: dict[str, _Audience],
+    audiences: dict[str, AudienceAccumulator],
     influencers: pd.DataFrame,
     brand_id: str,
     as_of: datetime,
@@ -233,7 +229,7 @@ def audience_table(
     info = influencers.set_index("influencer_id")
     rows = []
     for inf_id in requested:
-        a = audiences.get(inf_id, _Audience())
+        a = audiences.get(inf_id, AudienceAccumulator())
         lo, hi = a.interval()
         count = info.at[inf_id, "follower_count"]
         price = info.at[inf_id, "price_per_post"]

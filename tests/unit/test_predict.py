@@ -57,7 +57,7 @@ def test_refined_normal_approximation_agrees_with_exact(seed):
 
 
 def test_large_audiences_switch_to_the_approximation():
-    a = predict._Audience()
+    a = predict.AudienceAccumulator()
     rng = np.random.default_rng(4)
     chunks = [rng.beta(0.5, 30, 3000) for _ in range(3)]
     for c in chunks:
