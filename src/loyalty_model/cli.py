@@ -26,6 +26,10 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_INVALID = 2
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
+]
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> None:
@@ -151,10 +155,7 @@ def train(
     data: Annotated[
         Path | None, typer.Option(help="Data directory; overrides data.dir in the config.")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
-    ] = None,
+    set_: SetOption = None,
 ) -> None:
     """Build point-in-time features, fit LightGBM, track the run and register the model.
 
@@ -275,10 +276,7 @@ def promote(
     config: Annotated[
         Path | None, typer.Option(help="Config YAML whose gate and tracking sections apply.")
     ] = None,
-    set_: Annotated[
-        list[str] | None,
-        typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
-    ] = None,
+    set_: SetOption = None,
     force: Annotated[
         bool, typer.Option(help="Promote even if the gate says no (recorded on the run).")
     ] = False,
