@@ -371,6 +371,7 @@ def predict(
     from loyalty_model import predict as scoring
     from loyalty_model.config import TrackingConfig
     from loyalty_model.contract import ContractError
+    from loyalty_model.spine import scoring_spine
 
     if fmt not in ("parquet", "csv"):
         _fail(f"--format must be parquet or csv, got {fmt!r}")
@@ -390,11 +391,11 @@ def predict(
     except (ContractError, scoring.ScoringError, tracking.ModelLoadError, ValueError) as exc:
         _fail(str(exc))
     tables = engines.ibis_tables(con, list(views))
-    ids, as_of_dt, n_rows = req
+    ids, as_of_dt = req
+    requested = None if influencers is None else ids
+    n_rows = int(scoring_spine(tables, brand, as_of_dt, requested).count().execute())
     model_ref = scoring.ModelRef(**ref)
-    batches = scoring.feature_batches(
-        con, tables, brand, as_of_dt, None if influencers is None else ids, loaded, batch_rows
-    )
+    batches = scoring.feature_batches(con, tables, brand, as_of_dt, requested, loaded, batch_rows)
     inf_frame = con.execute("SELECT * FROM influencers").df()
     with io.atomic_dir(out) as tmp, _progress(n_rows) as advance:
         writer = io.TableWriter(tmp / f"follower_scores.{fmt}", scoring.FOLLOWER_SCHEMA, fmt)
@@ -424,7 +425,7 @@ def predict(
 
 
 def _scoring_request(con, brand: str, as_of: str | None, influencers: str | None):
-    """Check the request against the data: (influencer ids, as-of datetime, rows to score)."""
+    """Check the request against the data: (influencer ids, as-of datetime)."""
     from datetime import date as date_cls
 
     known = {r[0] for r in con.execute("SELECT brand_id FROM brands").fetchall()}
@@ -467,16 +468,7 @@ def _scoring_request(con, brand: str, as_of: str | None, influencers: str | None
                 f"--as-of {day} is not after the first event ({first.date()}): no history to "
                 "score from"
             )
-    as_of_dt = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    in_list = "" if influencers is None else "AND influencer_id IN (SELECT unnest($2))"
-    params = [as_of_dt] if influencers is None else [as_of_dt, ids]
-    n_rows = con.execute(
-        "SELECT count(*) FROM (SELECT DISTINCT follower_id, influencer_id FROM follows "
-        "WHERE followed_at <= $1 AND (unfollowed_at IS NULL OR unfollowed_at > $1) "
-        f"{in_list})",
-        params,
-    ).fetchall()[0][0]
-    return ids, as_of_dt, n_rows
+    return ids, datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @contextlib.contextmanager

@@ -23,7 +23,7 @@ import ibis
 import ibis.expr.types as ir
 
 from loyalty_model.config import FeatureConfig, LabelConfig
-from loyalty_model.spine import audience_rows, with_labels
+from loyalty_model.spine import audience_rows, following_at, with_labels
 
 FEATURE_VERSION = "1"
 ENGAGEMENT = ("view", "like", "comment", "share", "save", "click")
@@ -129,7 +129,7 @@ def _follower_influencer(keys: ir.Table, daily: ir.Table, follows: ir.Table, cfg
     )
 
 
-def _follower(keys: ir.Table, daily: ir.Table, brands: ir.Table, cfg) -> ir.Table:
+def _follower(keys: ir.Table, daily: ir.Table, cfg) -> ir.Table:
     k = keys.select("follower_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
     j = k.left_join(daily, [k.follower_id == daily.follower_id, daily.day < k.cut])
@@ -253,11 +253,7 @@ def _influencer(
     aud = (
         ic.join(
             f,
-            [
-                ic.influencer_id == f.influencer_id,
-                f.followed_at <= ic.cutoff_ts,
-                f.unfollowed_at.isnull() | (f.unfollowed_at > ic.cutoff_ts),
-            ],
+            [ic.influencer_id == f.influencer_id, following_at(f, ic.cutoff_ts)],
         )
         .group_by([ic.influencer_id, ic.cutoff_ts])
         .aggregate(inf_audience=f.follower_id.nunique())
@@ -360,7 +356,7 @@ def build_features(
     outcomes = campaign_outcomes(tables, label)
     keys = spine.select(*SPINE_KEYS).distinct()
     fi = _follower_influencer(keys, daily, tables["follows"], cfg)
-    fo = _follower(keys, daily, tables["brands"], cfg)
+    fo = _follower(keys, daily, cfg)
     fb = _follower_brand(keys, daily, tables, cfg)
     inf = _influencer(keys, tables, daily, outcomes, cfg)
     br = _brand(keys, daily, outcomes, cfg)

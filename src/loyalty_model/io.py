@@ -203,8 +203,9 @@ class TableWriter:
         self._writer.close()
 
 
-def write_frame(df, path: Path, fmt: str, schema: pa.Schema | None = None) -> None:
-    table = pa.Table.from_pandas(df, schema=schema, preserve_index=False)
+def write_frame(df, path: Path, fmt: str) -> None:
+    """Write a pandas frame as one parquet or csv file (inside an `atomic_dir`)."""
+    table = pa.Table.from_pandas(df, preserve_index=False)
     if fmt == "parquet":
         write_parquet(table, path)
     else:

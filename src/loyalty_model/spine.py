@@ -27,7 +27,8 @@ class TrainingSpine:
     data_end: datetime | None  # last event_ts in the data
 
 
-def _following_at(follows: ir.Table, ts: ir.Value) -> ir.BooleanValue:
+def following_at(follows: ir.Table, ts: ir.Value) -> ir.BooleanValue:
+    """The follow row is active at `ts`: followed at or before it, not unfollowed by then."""
     return (follows.followed_at <= ts) & (
         follows.unfollowed_at.isnull() | (follows.unfollowed_at > ts)
     )
@@ -39,7 +40,7 @@ def audience_rows(campaigns: ir.Table, follows: ir.Table) -> ir.Table:
         follows,
         [
             campaigns.influencer_id == follows.influencer_id,
-            _following_at(follows, campaigns.start_ts),
+            following_at(follows, campaigns.start_ts),
         ],
     )
     return j.select(
@@ -115,7 +116,7 @@ def scoring_spine(
 ) -> ir.Table:
     """Followers of each requested influencer at `as_of`, to be scored for `brand_id`."""
     f = tables["follows"]
-    f = f.filter(_following_at(f, ibis.literal(as_of)))
+    f = f.filter(following_at(f, ibis.literal(as_of)))
     if influencer_ids is not None:
         f = f.filter(f.influencer_id.isin(influencer_ids))
     return f.select(
