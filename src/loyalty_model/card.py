@@ -68,8 +68,11 @@ before the cutoff day only).
 
 ## Model
 
-LightGBM, {m["best_iteration"]:.0f} trees (early stopping on validation log loss), calibration:
-**{result.model.calibrator.method}** (chosen by out-of-fold validation log loss).
+LightGBM: {m["best_iteration"]:.0f} trees by early stopping on validation log loss, then refitted
+on train+valid with {m["final_trees"]:.0f} trees. Calibration **{result.model.calibrator.method}**
+and audience dispersion τ² = {result.model.calibrator.audience_dispersion:.3f}, both fitted on
+out-of-fold predictions over train+valid (folds by campaign wave). Validation metrics are out
+of fold; test metrics are those of the registered model.
 
 ## Test metrics against baselines (same test rows)
 
@@ -93,8 +96,8 @@ Audience level (per test campaign, expected vs actual loyal count): Spearman of 
 
 - Scores are for followers present in `follows` at the cutoff; audiences outside it are not seen.
 - Events on the cutoff day itself are not used (features use whole days before it).
-- The 90 % audience interval reflects chance given the probabilities, not model error; coverage
-  above measures both.
+- The 90 % audience interval covers chance given the probabilities and a campaign-level rate
+  uncertainty (τ² above) estimated from past campaigns; a campaign unlike those has more.
 - Realised loyal counts per campaign are small and noisy: audience Spearman against realised
   rates is bounded well below 1 even for perfect probabilities (see the oracle row where
   ground truth is known).

@@ -221,7 +221,7 @@ def _print_training(result, reg, champion_version: str | None) -> None:
     m = result.metrics
     t = Table(title="trained", show_header=True)
     t.add_column("metric")
-    t.add_column("valid", justify="right")
+    t.add_column("valid (out of fold)", justify="right")
     t.add_column("test", justify="right")
     for k in ("roc_auc", "pr_auc", "log_loss", "ece", "base_rate", "mean_p", "rows"):
         fmt = "{:,.0f}" if k == "rows" else "{:.4f}"
@@ -240,7 +240,8 @@ def _print_training(result, reg, champion_version: str | None) -> None:
         )
     console.print(b)
     lines = [
-        f"calibration: {result.model.calibrator.method}; audience 90 % interval coverage "
+        f"calibration: {result.model.calibrator.method}, audience dispersion "
+        f"{result.model.calibrator.audience_dispersion:.3f}; 90 % interval coverage "
         f"{m.get('test_audience_interval_coverage', float('nan')):.2f} over "
         f"{m.get('test_audience_campaigns', 0):.0f} test campaigns"
     ]
@@ -403,7 +404,8 @@ def predict(
             batches, loaded, model_ref, brand, as_of_dt, writer.write, advance
         )
         writer.close()
-        aud = scoring.audience_table(audiences, inf_frame, brand, as_of_dt, ids)
+        disp = loaded.calibrator.audience_dispersion
+        aud = scoring.audience_table(audiences, inf_frame, brand, as_of_dt, ids, disp)
         io.write_frame(aud, tmp / f"audience_scores.{fmt}", fmt)
         manifest = {
             "output_schema_version": scoring.OUTPUT_SCHEMA_VERSION,
@@ -417,6 +419,7 @@ def predict(
             "rows_written": {"follower_scores": written, "audience_scores": len(aud)},
             "format": fmt,
             "interval": scoring.INTERVAL,
+            "audience_dispersion": disp,
             "rank_basis": sorted(set(aud["rank_basis"])) if len(aud) else [],
         }
         io.write_json(manifest, tmp / "manifest.json")

@@ -77,6 +77,12 @@ class ModelConfig(_Section):
     min_child_samples: int = Field(300, ge=1)
     n_estimators: int = Field(2000, ge=1, description="upper bound; early stopping decides")
     early_stopping_rounds: int = Field(100, ge=1)
+    calibration_folds: int = Field(
+        5,
+        ge=2,
+        description="folds (by campaign wave) of the out-of-fold predictions on train+valid "
+        "that fit the calibrator and the audience interval dispersion",
+    )
     feature_fraction: float = Field(0.5, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     reg_lambda: float = Field(1.0, ge=0)

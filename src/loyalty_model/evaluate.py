@@ -58,9 +58,15 @@ def binary_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     return out
 
 
-def audience_table(frame: pd.DataFrame, p: np.ndarray, truth: np.ndarray | None = None):
-    """Per campaign: followers, predicted expected loyal count with its 90 % interval, the
-    actual loyal count, and (simulated data) the true expected count."""
+def audience_table(
+    frame: pd.DataFrame,
+    p: np.ndarray,
+    truth: np.ndarray | None = None,
+    dispersion: float = 0.0,
+):
+    """Per campaign: followers, predicted expected loyal count with its 90 % interval (with
+    the model's audience dispersion), the actual loyal count, and (simulated data) the true
+    expected count."""
     from loyalty_model.predict import AudienceAccumulator
 
     df = frame[["campaign_id", "tier", "label"]].assign(p=np.asarray(p, dtype=float))
@@ -70,7 +76,7 @@ def audience_table(frame: pd.DataFrame, p: np.ndarray, truth: np.ndarray | None 
     for cid, g in df.groupby("campaign_id", sort=True):
         a = AudienceAccumulator()
         a.add(g["p"].to_numpy())
-        lo, hi = a.interval()
+        lo, hi = a.interval(dispersion)
         row = {
             "campaign_id": cid,
             "tier": g["tier"].iloc[0],
@@ -121,7 +127,8 @@ def baseline_scores(
 
     - follower_count: rank audiences by reach (every follower of a bigger account scores higher);
     - engagement_rate: rank by the influencer's engagement rate (what most tools show);
-    - logistic_regression: a linear model on the same features (fitted on train).
+    - logistic_regression: a linear model on the same features, fitted on the rows the
+      model is fitted on (train+valid).
     """
     from loyalty_model.model import baseline_matrix, make_logistic_baseline
 
@@ -133,8 +140,9 @@ def baseline_scores(
             False,
         ),
     }
+    fit_rows = pd.concat([parts["train"], parts["valid"]])
     lr = make_logistic_baseline(seed).fit(
-        baseline_matrix(parts["train"], spec), parts["train"]["label"].to_numpy()
+        baseline_matrix(fit_rows, spec), fit_rows["label"].to_numpy()
     )
     out["logistic_regression"] = (lr.predict_proba(baseline_matrix(test, spec))[:, 1], True)
     return out
@@ -171,19 +179,29 @@ class Evaluation:
     test_scores: dict[str, np.ndarray]  # scorer -> scores on the test rows (for plots)
 
 
-def evaluate_model(model, parts: dict[str, pd.DataFrame], truth: pd.DataFrame | None, seed=0):
+def evaluate_model(
+    model,
+    parts: dict[str, pd.DataFrame],
+    truth: pd.DataFrame | None,
+    seed=0,
+    valid_p: np.ndarray | None = None,
+):
     """Every metric of a trained model on valid and test, the oracle where ground truth is
-    known (simulated data), and the baselines on the same test rows."""
+    known (simulated data), and the baselines on the same test rows.
+
+    `valid_p`: predictions for the valid rows from models that did not see them (out of fold),
+    for a model that was refitted on train+valid; without it valid is scored by `model`."""
     metrics: dict[str, float] = {}
     test_aud = pd.DataFrame()
     test_p = np.zeros(0)
+    disp = model.calibrator.audience_dispersion
     for name in ("valid", "test"):
         part = parts[name].assign(tier=lambda d: _tier_names(d))
-        p = model.predict_proba(part)
+        p = valid_p if name == "valid" and valid_p is not None else model.predict_proba(part)
         y = part["label"].to_numpy()
         metrics.update({f"{name}_{k}": v for k, v in binary_metrics(y, p).items()})
         p_true = _truth_for(part, truth)
-        aud = audience_table(part, p, p_true)
+        aud = audience_table(part, p, p_true, disp)
         metrics.update(audience_metrics(aud, f"{name}_audience_"))
         for tier in TIER_NAMES:
             sub = aud[aud["tier"] == tier]

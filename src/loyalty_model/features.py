@@ -7,11 +7,11 @@ after the cutoff can ever contribute. Events are first reduced to daily counts p
 
 Families (names carry the window in days, e.g. `fi_like_30d`):
   fi_*   follower x influencer engagement, depth, recency, follow tenure, share of attention
-  f_*    follower overall: activity, influencers engaged, purchases, repeat tendency, bot signals
+  f_*    follower overall: activity, influencers engaged, purchases, rebuy rate, bot signals
   fb_*   follower x brand: purchases of the brand and its category, sponsored engagement
   inf_*  influencer as of the cutoff: size, tier, audience, engagement rate, niche match,
          sponsored posts, shrunken loyal rate of past campaigns closed before the cutoff
-  br_*   brand: category, price level
+  br_*   brand: category, price level, buyers, rebuy rate, shrunken loyal rate of past campaigns
 Features whose inputs are absent are null (or zero counts), never an error.
 """
 
@@ -25,7 +25,7 @@ import ibis.expr.types as ir
 from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.spine import audience_rows, following_at, with_labels
 
-FEATURE_VERSION = "1"
+FEATURE_VERSION = "2"  # 2: rebuy rates replace the history-length-dependent repeat shares
 ENGAGEMENT = ("view", "like", "comment", "share", "save", "click")
 TIER_EDGES = (1e4, 1e5, 5e5, 1e6)  # nano < 10k <= micro < 100k <= mid < 500k <= macro < 1M <= mega
 SPINE_KEYS = ("follower_id", "influencer_id", "brand_id", "cutoff_ts")
@@ -129,7 +129,35 @@ def _follower_influencer(keys: ir.Table, daily: ir.Table, follows: ir.Table, cfg
     )
 
 
-def _follower(keys: ir.Table, daily: ir.Table, cfg) -> ir.Table:
+def purchase_days(daily: ir.Table, horizon: int) -> ir.Table:
+    """One row per (follower, brand, purchase day), flagged `rebuy` when the follower bought the
+    brand again within `horizon` days. Whether a day counts as a rebuy is known only
+    `horizon` days later, so a cutoff may use the flag of days before `cut - horizon` alone
+    (a next purchase at or after the cutoff is more than `horizon` days later: no rebuy)."""
+    p = (
+        daily.filter((daily.n_purchase > 0) & daily.brand_id.notnull())
+        .select("follower_id", "brand_id", "day")
+        .distinct()
+    )
+    w = ibis.window(group_by=[p.follower_id, p.brand_id], order_by=p.day)
+    nxt = p.day.lead().over(w)
+    return p.mutate(rebuy=((nxt - p.day) <= horizon).fill_null(False).cast("int64"))
+
+
+def _rebuy_rate(keys: ir.Table, pdays: ir.Table, by: str, horizon: int, lookback: int | None):
+    """Share of purchase days (by follower or brand) followed by another purchase of the same
+    brand within the horizon: a repeat tendency that does not grow with the length of
+    history, unlike counts of repeat buyers."""
+    k = keys.select(by, "cutoff_ts").distinct()
+    k = k.mutate(cut=_daynum(k.cutoff_ts))
+    cond = [k[by] == pdays[by], pdays.day < k.cut - horizon]
+    if lookback is not None:
+        cond.append(pdays.day >= k.cut - horizon - lookback)
+    j = k.join(pdays, cond)
+    return j.group_by([k[by], k.cutoff_ts]).aggregate(_rate=j.rebuy.mean().cast("float64"))
+
+
+def _follower(keys: ir.Table, daily: ir.Table, pdays: ir.Table, cfg, horizon: int) -> ir.Table:
     k = keys.select("follower_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
     j = k.left_join(daily, [k.follower_id == daily.follower_id, daily.day < k.cut])
@@ -157,12 +185,9 @@ def _follower(keys: ir.Table, daily: ir.Table, cfg) -> ir.Table:
         "float64"
     )
     out = j.group_by([k.follower_id, k.cutoff_ts]).aggregate(**aggs)
-    purchases = out.f_purchases_all.fill_null(0)
     likes = out._all_like.fill_null(0)
     active = out._all_comment + out._all_click + out._all_share + out._all_save
     out = out.mutate(
-        # purchase days beyond the first per brand, over all purchase days: repeat tendency
-        f_repeat_share=((purchases - out.f_brands_purchased) / purchases.nullif(0)).cast("float64"),
         # bot-likeness: likes but never a comment, click, share or save; likes per view
         f_like_only=((likes > 0) & (active.fill_null(0) == 0)).cast("int8"),
         f_like_per_view=(likes / out._all_view.nullif(0)).cast("float64"),
@@ -170,7 +195,11 @@ def _follower(keys: ir.Table, daily: ir.Table, cfg) -> ir.Table:
             out[f"f_events_{wmax}d"] / out[f"f_active_days_{wmax}d"].nullif(0)
         ).cast("float64"),
     )
-    return out.drop(*[c for c in out.columns if c.startswith("_all_")])
+    out = out.drop(*[c for c in out.columns if c.startswith("_all_")])
+    rebuy = _rebuy_rate(keys, pdays, "follower_id", horizon, None).rename(f_rebuy_rate="_rate")
+    return out.left_join(rebuy, ["follower_id", "cutoff_ts"]).drop(
+        "follower_id_right", "cutoff_ts_right"
+    )
 
 
 def _follower_brand(keys: ir.Table, daily: ir.Table, tables: dict[str, ir.Table], cfg) -> ir.Table:
@@ -209,8 +238,11 @@ def _follower_brand(keys: ir.Table, daily: ir.Table, tables: dict[str, ir.Table]
     return out.mutate(**{f"fb_category_engagement_share_{wmax}d": share}).drop("_cat_eng", "_eng")
 
 
-def _brand(keys: ir.Table, daily: ir.Table, outcomes: ir.Table, cfg) -> ir.Table:
-    """Brand as of the cutoff: loyal rate of its closed campaigns, share of repeat buyers."""
+def _brand(
+    keys: ir.Table, daily: ir.Table, pdays: ir.Table, outcomes: ir.Table, cfg, horizon: int
+) -> ir.Table:
+    """Brand as of the cutoff: loyal rate of its closed campaigns, buyers, rebuy rate over the
+    last year of purchase days whose horizon has closed."""
     bc = keys.select("brand_id", "cutoff_ts").distinct()
     bc = bc.mutate(cut=_daynum(bc.cutoff_ts))
     p = daily.filter((daily.n_purchase > 0) & daily.brand_id.notnull())
@@ -220,17 +252,15 @@ def _brand(keys: ir.Table, daily: ir.Table, outcomes: ir.Table, cfg) -> ir.Table
     )
     buyers = per_buyer.group_by(["brand_id", "cutoff_ts"]).aggregate(
         br_buyers=per_buyer.follower_id.count(),
-        br_repeat_buyer_share=(per_buyer.days >= 2).mean().cast("float64"),
     )
     past = _past_rates(bc.select("brand_id", "cutoff_ts"), outcomes, "brand_id", "br", cfg)
-    return (
-        bc.select("brand_id", "cutoff_ts")
-        .left_join(buyers, ["brand_id", "cutoff_ts"])
-        .drop("brand_id_right", "cutoff_ts_right")
-        .left_join(past, ["brand_id", "cutoff_ts"])
-        .drop("brand_id_right", "cutoff_ts_right")
-        .mutate(br_buyers=lambda t: t.br_buyers.fill_null(0))
-    )
+    rebuy = _rebuy_rate(keys, pdays, "brand_id", horizon, 365).rename(br_rebuy_rate="_rate")
+    out = bc.select("brand_id", "cutoff_ts")
+    for part in (buyers, past, rebuy):
+        out = out.left_join(part, ["brand_id", "cutoff_ts"]).drop(
+            "brand_id_right", "cutoff_ts_right"
+        )
+    return out.mutate(br_buyers=lambda t: t.br_buyers.fill_null(0))
 
 
 def _tier(count: ir.NumericValue) -> ir.IntegerValue:
@@ -354,12 +384,13 @@ def build_features(
     """The spine with every feature column appended (one expression; nothing runs yet)."""
     daily = daily_events(tables["events"])
     outcomes = campaign_outcomes(tables, label)
+    pdays = purchase_days(daily, label.horizon_days)
     keys = spine.select(*SPINE_KEYS).distinct()
     fi = _follower_influencer(keys, daily, tables["follows"], cfg)
-    fo = _follower(keys, daily, cfg)
+    fo = _follower(keys, daily, pdays, cfg, label.horizon_days)
     fb = _follower_brand(keys, daily, tables, cfg)
     inf = _influencer(keys, tables, daily, outcomes, cfg)
-    br = _brand(keys, daily, outcomes, cfg)
+    br = _brand(keys, daily, pdays, outcomes, cfg, label.horizon_days)
     out = spine
     for part, on in (
         (fi, ["follower_id", "influencer_id", "cutoff_ts"]),

@@ -16,7 +16,7 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from scipy.stats import norm
+from scipy.stats import gamma, norm
 
 from loyalty_model.compat import duckdb_batches
 from loyalty_model.config import FeatureConfig, LabelConfig
@@ -24,7 +24,7 @@ from loyalty_model.features import FEATURE_VERSION, TIER_EDGES, build_features
 from loyalty_model.model import LoyaltyModel
 from loyalty_model.spine import scoring_spine
 
-OUTPUT_SCHEMA_VERSION = "1.0"
+OUTPUT_SCHEMA_VERSION = "1.1"  # 1.1: manifest key audience_dispersion
 INTERVAL = 0.90
 EXACT_MAX = 5_000  # audiences up to this size get the exact Poisson-binomial interval
 TIERS = ("nano", "micro", "mid", "macro", "mega")
@@ -95,17 +95,34 @@ def feature_batches(
 # -- audience intervals ---------------------------------------------------------------------
 
 
-def poisson_binomial_pmf(p: np.ndarray) -> np.ndarray:
+RATE_NODES = 16  # quadrature nodes of the audience rate multiplier
+
+
+def rate_scales(dispersion: float, nodes: int = RATE_NODES) -> np.ndarray:
+    """Equal-probability nodes of the audience's rate multiplier, Gamma with mean 1 and
+    variance `dispersion` (tau^2); [1.0] when there is none."""
+    if dispersion <= 0:
+        return np.ones(1)
+    shape = 1.0 / dispersion
+    return gamma.ppf((np.arange(nodes) + 0.5) / nodes, a=shape, scale=1.0 / shape)
+
+
+def poisson_binomial_pmf(p: np.ndarray, scales: np.ndarray | None = None) -> np.ndarray:
     """Exact pmf of the number of successes of independent Bernoulli(p_i) (DP, truncated to
-    where the mass is)."""
+    where the mass is); with `scales`, the equal-weight mixture over p_i * scale."""
     p = np.asarray(p, dtype=float)
-    mu, var = p.sum(), (p * (1 - p)).sum()
+    s = np.ones(1) if scales is None else np.asarray(scales, dtype=float)
+    q_all = np.minimum(np.outer(s, p), 1.0)  # (nodes, followers)
+    mu = q_all.sum(axis=1).max()
+    var = (q_all * (1 - q_all)).sum(axis=1).max()
     k_max = int(min(len(p), math.ceil(mu + 12 * math.sqrt(var) + 12)))
-    pmf = np.zeros(k_max + 1)
-    pmf[0] = 1.0
-    for pi in p:
-        pmf[1:] = pmf[1:] * (1 - pi) + pmf[:-1] * pi
-        pmf[0] *= 1 - pi
+    pmf = np.zeros((len(s), k_max + 1))
+    pmf[:, 0] = 1.0
+    for q in q_all.T:
+        qc = q[:, None]
+        pmf[:, 1:] = pmf[:, 1:] * (1 - qc) + pmf[:, :-1] * qc
+        pmf[:, 0] *= 1 - q
+    pmf = pmf.mean(axis=0)
     return pmf / pmf.sum()
 
 
@@ -116,19 +133,38 @@ def _quantiles_from_cdf(cdf: np.ndarray, level: float) -> tuple[int, int]:
     return lo, min(hi, len(cdf) - 1)
 
 
-def exact_interval(p: np.ndarray, level: float = INTERVAL) -> tuple[int, int]:
-    return _quantiles_from_cdf(np.cumsum(poisson_binomial_pmf(p)), level)
+def exact_interval(
+    p: np.ndarray, level: float = INTERVAL, dispersion: float = 0.0
+) -> tuple[int, int]:
+    pmf = poisson_binomial_pmf(p, rate_scales(dispersion))
+    return _quantiles_from_cdf(np.cumsum(pmf), level)
 
 
-def rna_interval(n: int, m1: float, m2: float, m3: float, level: float = INTERVAL):
-    """Refined normal approximation (Volkova 1996) from Σp, Σp(1-p), Σp(1-p)(1-2p)."""
+def _rna_cdf(k: np.ndarray, m1: float, m2: float, m3: float) -> np.ndarray:
     if m2 <= 0:
-        return round(m1), round(m1)
+        return (k >= round(m1)).astype(float)
     sd = math.sqrt(m2)
-    gamma = m3 / sd**3
-    k = np.arange(max(0, math.floor(m1 - 10 * sd)), min(n, math.ceil(m1 + 10 * sd)) + 1)
+    gamma_ = m3 / sd**3
     x = (k + 0.5 - m1) / sd
-    cdf = np.clip(norm.cdf(x) + gamma * (1 - x**2) * norm.pdf(x) / 6, 0, 1)
+    return np.clip(norm.cdf(x) + gamma_ * (1 - x**2) * norm.pdf(x) / 6, 0, 1)
+
+
+def rna_interval(
+    n: int, m1: float, m2: float, m3: float, level: float = INTERVAL, dispersion: float = 0.0
+):
+    """Refined normal approximation (Volkova 1996) from Σp, Σp(1-p), Σp(1-p)(1-2p); with a
+    dispersion, the mixture over the rate multiplier (p scaled by each node)."""
+    s1 = m1
+    s2 = m1 - m2  # Σp²
+    s3 = (m3 - s1 + 3 * s2) / 2  # Σp³
+    scales = rate_scales(dispersion)
+    mus = [(c * s1, c * s1 - c**2 * s2, c * s1 - 3 * c**2 * s2 + 2 * c**3 * s3) for c in scales]
+    if all(v <= 0 for _, v, _ in mus):
+        return round(m1), round(m1)
+    lo_k = min(mu - 10 * math.sqrt(max(v, 0)) for mu, v, _ in mus)
+    hi_k = max(mu + 10 * math.sqrt(max(v, 0)) for mu, v, _ in mus)
+    k = np.arange(max(0, math.floor(lo_k)), min(n, math.ceil(hi_k)) + 1)
+    cdf = np.mean([_rna_cdf(k, *mu) for mu in mus], axis=0)
     cdf = np.maximum.accumulate(cdf)
     lo, hi = _quantiles_from_cdf(cdf, level)
     return int(k[min(lo, len(k) - 1)]), int(k[hi])
@@ -158,10 +194,13 @@ class AudienceAccumulator:
         else:
             self.ps, self.kept = [], EXACT_MAX + 1  # too large: approximate
 
-    def interval(self) -> tuple[int, int]:
+    def interval(self, dispersion: float = 0.0) -> tuple[int, int]:
+        """90 % interval of the loyal count; `dispersion` widens it for the uncertainty of
+        the audience's rate itself (the model's `audience_dispersion`)."""
         if self.kept <= EXACT_MAX:
-            return exact_interval(np.concatenate(self.ps) if self.ps else np.zeros(0))
-        return rna_interval(self.n, self.m1, self.m2, self.m3)
+            p = np.concatenate(self.ps) if self.ps else np.zeros(0)
+            return exact_interval(p, dispersion=dispersion)
+        return rna_interval(self.n, self.m1, self.m2, self.m3, dispersion=dispersion)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -224,13 +263,15 @@ def audience_table(
     brand_id: str,
     as_of: datetime,
     requested: list[str],
+    dispersion: float = 0.0,
 ) -> pd.DataFrame:
-    """One row per requested influencer (an empty audience scores zero), ranked."""
+    """One row per requested influencer (an empty audience scores zero), ranked; intervals
+    carry the model's audience `dispersion`."""
     info = influencers.set_index("influencer_id")
     rows = []
     for inf_id in requested:
         a = audiences.get(inf_id, AudienceAccumulator())
-        lo, hi = a.interval()
+        lo, hi = a.interval(dispersion)
         count = info.at[inf_id, "follower_count"]
         price = info.at[inf_id, "price_per_post"]
         rate = a.m1 / a.n if a.n else float("nan")

@@ -7,12 +7,21 @@ import time
 from dataclasses import dataclass, replace
 
 import duckdb
+import numpy as np
 import pandas as pd
 
 from loyalty_model import engines, features, io, spine
-from loyalty_model.config import Config, FeatureConfig, LabelConfig
+from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
 from loyalty_model.evaluate import Evaluation, binary_metrics, evaluate_model
-from loyalty_model.model import LoyaltyModel, feature_spec, fit, fit_calibrator
+from loyalty_model.model import (
+    LoyaltyModel,
+    audience_dispersion,
+    cross_fit,
+    feature_spec,
+    fit,
+    fit_calibrator,
+    fit_trees,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,23 +90,16 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
         require_attribution=cfg.label.require_attribution,
     )
     t1 = time.perf_counter()
-    model = fit(parts["train"], parts["valid"], spec, cfg.model)
-    # calibrate on validation when it lowers out-of-fold validation log loss
-    raw_valid = model.predict_raw(parts["valid"])
-    calibrator, cal_scores = fit_calibrator(
-        parts["valid"]["label"].to_numpy(), raw_valid, seed=cfg.model.seed
-    )
-    model = replace(model, calibrator=calibrator)
+    model, valid_p, fit_info = fit_and_calibrate(parts["train"], parts["valid"], spec, cfg.model)
     t_fit = time.perf_counter() - t1
     truth = io.read_ground_truth(cfg.data.dir)
-    evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed)
+    evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
     metrics = dict(evaluation.metrics)
     if champion is not None:
         test = _rows_for(champion, parts["test"], con, cfg)
         champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
         metrics.update({f"champion_test_{k}": v for k, v in champ.items()})
-    metrics["best_iteration"] = float(model.booster.best_iteration or model.booster.num_trees())
-    metrics.update({f"calibration_oof_log_loss_{m}": v for m, v in cal_scores.items()})
+    metrics.update(fit_info)
     sizes = {}
     for name, part in parts.items():
         sizes[f"{name}_rows"] = float(len(part))
@@ -118,6 +120,45 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
         "data_end": str(sp.data_end),
     }
     return TrainResult(model, metrics, sizes, parts, timings, evaluation, window)
+
+
+def waves(frame: pd.DataFrame) -> np.ndarray:
+    """A campaign wave per row: a brand and a start time (followers of several of a wave's
+    influencers share one outcome, so a wave is never split across folds)."""
+    return (frame["brand_id"].astype(str) + "|" + frame["cutoff_ts"].astype(str)).to_numpy()
+
+
+def fit_and_calibrate(
+    train: pd.DataFrame, valid: pd.DataFrame, spec, cfg: ModelConfig
+) -> tuple[LoyaltyModel, np.ndarray, dict[str, float]]:
+    """The model to evaluate on test and to serve, its out-of-fold validation predictions,
+    and what was chosen.
+
+    1. Early stopping on valid picks the number of trees (fitted on train).
+    2. Out-of-fold predictions on train+valid (folds by campaign wave, that many trees) fit
+       the calibrator and the audience dispersion: a level learnt from many campaigns over
+       the whole history, not from the few campaigns of the validation period.
+    3. The served model is refitted on train+valid (trees scaled to the rows), so it has
+       seen the most recent campaigns, and carries that calibrator.
+    """
+    first = fit(train, valid, spec, cfg)
+    trees = int(first.booster.best_iteration or first.booster.num_trees())
+    both = pd.concat([train, valid], ignore_index=True)
+    y = both["label"].to_numpy()
+    oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds)
+    calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
+    p_oof = calibrator.apply(oof)
+    disp = audience_dispersion(y, p_oof, both["campaign_id"].to_numpy())
+    calibrator = replace(calibrator, audience_dispersion=disp)
+    final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
+    model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
+    info = {
+        "best_iteration": float(trees),
+        "final_trees": float(final_trees),
+        "audience_dispersion": disp,
+        **{f"calibration_oof_log_loss_{m}": v for m, v in scores.items()},
+    }
+    return model, p_oof[len(train) :], info
 
 
 def _rows_for(model: LoyaltyModel, rows: pd.DataFrame, con, cfg: Config) -> pd.DataFrame:

@@ -111,7 +111,7 @@ def test_manifest(scored, trained):
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["name"] == "audience-loyalty" and m["model"]["version"] == "1"
     assert m["model"]["run_id"] and m["model"]["uri"] == "models:/audience-loyalty@champion"
-    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "1.0"
+    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "1.1"
     ev = m["inputs"]["events"]
     assert ev["sha256"] == hashlib.sha256((trained / "events.parquet").read_bytes()).hexdigest()
     assert ev["rows"] == len(pd.read_parquet(trained / "events.parquet"))

@@ -80,8 +80,14 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
         "test_audience_interval_coverage",
         "test_oracle_roc_auc",
         "test_roc_auc_vs_oracle",
+        "best_iteration",
+        "final_trees",
     ):
         assert key in run.data.metrics, key
+    # the registered model is refitted on train+valid and carries the audience dispersion
+    assert run.data.metrics["final_trees"] >= run.data.metrics["best_iteration"]
+    cal = json.loads(Path(client.download_artifacts(mv.run_id, "calibration.json")).read_text())
+    assert cal["audience_dispersion"] == run.data.metrics["audience_dispersion"] >= 0
     spec = json.loads(Path(client.download_artifacts(mv.run_id, "feature_spec.json")).read_text())
     # scoring input: the feature frame (categoricals as strings, counts possibly missing)
     frame = pd.DataFrame({n: np.zeros(4) for n in spec["names"]})

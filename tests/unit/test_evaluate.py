@@ -8,7 +8,7 @@ import pytest
 from sklearn.metrics import log_loss
 
 from loyalty_model import evaluate
-from loyalty_model.model import Calibrator, fit_calibrator
+from loyalty_model.model import Calibrator, audience_dispersion, fit_calibrator
 
 
 def test_ece_by_hand():
@@ -91,3 +91,22 @@ def test_calibration_leaves_a_calibrated_model_alone():
 def test_too_few_positives_to_calibrate():
     cal, scores = fit_calibrator(np.array([0] * 50 + [1] * 2), np.full(52, 0.1))
     assert cal.method == "none" and scores == {}
+
+
+def test_audience_dispersion_by_hand():
+    # two audiences of 4 followers at p = 0.5: expected 2, binomial variance 1 each;
+    # actual 4 and 0 -> squared errors 4 and 4, minus variance: 3 + 3 over expected^2 4 + 4
+    y = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.full(8, 0.5)
+    g = np.array(["a"] * 4 + ["b"] * 4)
+    assert audience_dispersion(y, p, g) == pytest.approx(6 / 8)
+    # audiences that vary less than independent followers would: no dispersion
+    assert audience_dispersion(np.array([1, 1, 0, 0, 1, 1, 0, 0]), p, g) == 0.0
+    assert audience_dispersion(y, p, np.array(["a"] * 8)) == 0.0  # one audience: unknown
+
+
+def test_calibrator_keeps_its_dispersion_and_reads_older_files():
+    c = Calibrator("sigmoid", a=1.1, b=0.2, audience_dispersion=0.25)
+    assert Calibrator.from_dict(c.to_dict()) == c
+    old = {"method": "none", "a": 1.0, "b": 0.0, "x": [], "y": []}
+    assert Calibrator.from_dict(old).audience_dispersion == 0.0

@@ -136,7 +136,10 @@ def test_follower_family(feats):
     assert f1.f_purchases_all == 5  # includes the 2023 purchases
     assert f1.f_brands_purchased == 2
     assert f1.f_days_since_purchase == 5
-    assert f1.f_repeat_share == pytest.approx((5 - 2) / 5)
+    # purchase days at least 90 days before the cutoff: b1 on 2023-10-05 (bought again on
+    # 10-20: a rebuy) and on 2023-10-20 (next b1 purchase 2024-02-20, 123 days later: not)
+    assert f1.f_rebuy_rate == pytest.approx(1 / 2)
+    assert np.isnan(f2.f_rebuy_rate)
     assert f1.f_influencers_90d == 2
     assert f1.f_like_only == 0
     assert f2.f_like_only == 1 and f2.f_like_per_view == pytest.approx(2.0)
@@ -170,8 +173,9 @@ def test_influencer_and_brand_family(feats):
     # 90-day engagement on i1 (likes, comments, shares, saves): 1+1+2 = 4 over 2 followers
     assert f1.inf_engagement_rate_90d == pytest.approx(4 / 2)
     assert f1.inf_sponsored_days_90d == 1
-    # brand b1: one buyer before the cutoff (f1, on 4 days), its past campaign c0 at 1/2
-    assert f1.br_buyers == 1 and f1.br_repeat_buyer_share == pytest.approx(1.0)
+    # brand b1: one buyer before the cutoff (f1); of its purchase days closed for a rebuy
+    # (2023-10-05, 2023-10-20) one was followed within 90 days; its past campaign c0 at 1/2
+    assert f1.br_buyers == 1 and f1.br_rebuy_rate == pytest.approx(1 / 2)
     assert f1.br_past_campaigns == 1 and f1.br_past_loyal_rate == pytest.approx(0.5)
 
 

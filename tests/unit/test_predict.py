@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from loyalty_model import predict
-from loyalty_model.features import FeatureSpec
+from loyalty_model.features import FEATURE_VERSION, FeatureSpec
 
 
 def brute_force_pmf(p):
@@ -53,6 +53,36 @@ def test_refined_normal_approximation_agrees_with_exact(seed):
     q = p * (1 - p)
     approx = predict.rna_interval(len(p), p.sum(), q.sum(), (q * (1 - 2 * p)).sum())
     exact = predict.exact_interval(p)
+    assert abs(approx[0] - exact[0]) <= 1 and abs(approx[1] - exact[1]) <= 1
+
+
+def test_dispersion_mixes_over_the_rate_and_covers_a_shared_campaign_effect():
+    rng = np.random.default_rng(5)
+    p = rng.beta(0.5, 40, 3000)
+    tau2 = 0.2
+    assert predict.rate_scales(0.0).tolist() == [1.0]
+    scales = predict.rate_scales(tau2)
+    assert scales.mean() == pytest.approx(1.0, abs=0.01)
+    assert scales.var() == pytest.approx(tau2, rel=0.2)  # 16 nodes: the tails are cut a bit
+    plain = predict.exact_interval(p)
+    wide = predict.exact_interval(p, dispersion=tau2)
+    assert wide[0] < plain[0] and wide[1] > plain[1]
+    # simulate what the dispersion stands for: one rate multiplier per campaign
+    m = rng.gamma(1 / tau2, tau2, 4000)
+    draws = (rng.random((4000, len(p))) < np.minimum(np.outer(m, p), 1)).sum(axis=1)
+    inside = (draws >= wide[0]) & (draws <= wide[1])
+    assert 0.88 <= inside.mean() <= 0.95
+    assert ((draws >= plain[0]) & (draws <= plain[1])).mean() < 0.75  # too narrow without
+
+
+@pytest.mark.parametrize("tau2", [0.05, 0.3])
+def test_approximation_agrees_with_exact_under_dispersion(tau2):
+    rng = np.random.default_rng(6)
+    p = rng.beta(0.3, 15, 4000)
+    q = p * (1 - p)
+    m = (p.sum(), q.sum(), (q * (1 - 2 * p)).sum())
+    approx = predict.rna_interval(len(p), *m, dispersion=tau2)
+    exact = predict.exact_interval(p, dispersion=tau2)
     assert abs(approx[0] - exact[0]) <= 1 and abs(approx[1] - exact[1]) <= 1
 
 
@@ -98,7 +128,7 @@ def test_rank_without_any_price_uses_rate():
 
 def _spec(**kw) -> FeatureSpec:
     base = FeatureSpec(
-        version="1",
+        version=FEATURE_VERSION,
         windows=(7, 30),
         prior_strength=10.0,
         horizon_days=90,
@@ -123,7 +153,11 @@ def test_spec_check_accepts_current_version():
 
 @pytest.mark.parametrize(
     ("change", "message"),
-    [({"version": "99"}, "feature spec version '99'"), ({"windows": ()}, "spec is not valid")],
+    [
+        ({"version": "99"}, "feature spec version '99'"),
+        ({"version": "1"}, "feature spec version '1'"),  # a model from before the rebuy rates
+        ({"windows": ()}, "spec is not valid"),
+    ],
 )
 def test_spec_check_refuses_what_it_cannot_build(change, message):
     with pytest.raises(predict.ScoringError, match=message):
