@@ -86,6 +86,11 @@ class ModelConfig(_Section):
     feature_fraction: float = Field(0.5, gt=0, le=1)
     bagging_fraction: float = Field(0.8, gt=0, le=1)
     reg_lambda: float = Field(1.0, ge=0)
+    extra_trees: bool = Field(
+        True,
+        description="random split thresholds (LightGBM extra_trees): campaign-level features "
+        "are constant over thousands of rows, and exact thresholds fit single campaigns' luck",
+    )
     seed: int = 42
     threads: int = Field(2, ge=1)
 

@@ -131,7 +131,8 @@ def make_estimator(cfg: ModelConfig) -> lgb.LGBMClassifier:
     Class imbalance (loyal rates of 0.5-3 %) is handled deliberately by *not* reweighting:
     predictions are used as expected counts, so they must stay calibrated probabilities.
     Early stopping on validation log loss and min_child_samples keep rare positives from
-    being overfit.
+    being overfit; extra_trees keeps campaign-level features (one value over thousands of
+    rows) from fitting single campaigns.
     """
     return lgb.LGBMClassifier(
         objective="binary",
@@ -143,6 +144,7 @@ def make_estimator(cfg: ModelConfig) -> lgb.LGBMClassifier:
         subsample=cfg.bagging_fraction,
         subsample_freq=1,
         reg_lambda=cfg.reg_lambda,
+        extra_trees=cfg.extra_trees,
         random_state=cfg.seed,
         n_jobs=cfg.threads,
         deterministic=True,
