@@ -106,17 +106,22 @@ def main() -> None:
         f"test rows {len(test):,}, positives {int(y.sum())}, campaigns "
         f"{test['campaign_id'].nunique()}, training rows {len(parts['train']):,}"
     )
-    print(f"{'refit on the same rows with':46s} ROC-AUC  x oracle  PR-AUC  aud. Spearman (true)")
+    print(
+        f"{'refit on the same rows with':46s} ROC-AUC  x oracle  PR-AUC  aud. Spearman (true)"
+        "  | logistic regression: PR-AUC  aud. Spearman"
+    )
 
-    def report(label, metrics):
+    def report(label, metrics, baselines):
         auc = metrics["test_roc_auc"]
         sp, sp_true = (metrics[f"test_audience_spearman_{k}"] for k in ("rate", "true_rate"))
+        lr = baselines.set_index("scorer").loc["logistic_regression"]
         print(
             f"{label:46s} {auc:.4f}  {auc / oracle:.3f}     {metrics['test_pr_auc']:.4f}  "
-            f"{sp:.3f} ({sp_true:.3f})"
+            f"{sp:.3f} ({sp_true:.3f})         |  {lr['pr_auc']:.4f}  "
+            f"{lr['audience_spearman_rate']:.3f}"
         )
 
-    report("features (the model)", result.metrics)
+    report("features (the model)", result.metrics, result.evaluation.baselines)
     for label, names in (
         ("features + hidden variables", spec.names + h_names),
         (
@@ -126,7 +131,8 @@ def main() -> None:
     ):
         s2 = replace(spec, names=names)
         m, valid_p, _ = fit_and_calibrate(parts["train"], parts["valid"], s2, cfg.model)
-        report(label, evaluate_model(m, parts, None, valid_p=valid_p).metrics | _true(m, parts))
+        ev = evaluate_model(m, parts, None, valid_p=valid_p)
+        report(label, ev.metrics | _true(m, parts), ev.baselines)
     print("\nwhich hidden variable do the features miss most? (one added at a time, ROC-AUC)")
     for h in h_names:
         s2 = replace(spec, names=(*spec.names, h))

@@ -67,7 +67,9 @@ def daily_events(events: ir.Table) -> ir.Table:
     """Events reduced to one row per (follower, influencer, brand, day) with counts per type."""
     e = events.mutate(day=_daynum(events.event_ts))
     aggs = {f"n_{t}": (e.event_type == t).sum().cast("int64") for t in (*ENGAGEMENT, "purchase")}
-    aggs["amount"] = e.amount.sum()
+    # money in whole cents: integer sums do not depend on the order a parallel engine adds in,
+    # so features (and the model fitted on them) are the same on every run
+    aggs["amount_cents"] = (e.amount * 100).round().cast("int64").sum()
     aggs["posts"] = e.post_id.nunique().cast("int64")
     return e.group_by(["follower_id", "influencer_id", "brand_id", "day"]).aggregate(**aggs)
 
@@ -167,7 +169,7 @@ def _follower(keys: ir.Table, daily: ir.Table, pdays: ir.Table, cfg, horizon: in
         cond = _in_window(j.day, j.cut, w)
         aggs[f"f_events_{w}d"] = _wsum(eng, cond)
         aggs[f"f_purchases_{w}d"] = _wsum(j.n_purchase, cond)
-        aggs[f"f_amount_{w}d"] = _wsum(j.amount.fill_null(0), cond)
+        aggs[f"f_amount_{w}d"] = (_wsum(j.amount_cents.fill_null(0), cond) / 100).cast("float64")
     wmax = max(cfg.windows)
     cmax = _in_window(j.day, j.cut, wmax)
     aggs[f"f_influencers_{wmax}d"] = (
