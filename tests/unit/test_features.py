@@ -195,6 +195,23 @@ def test_no_engagement_events_at_all_gives_nulls_and_zeros(tmp_path):
     assert out.loc["f1"].f_purchases_all == 5
 
 
+def test_amounts_add_up_to_the_cent_in_any_order(tmp_path):
+    """Money is summed in whole cents: 0.1 + 0.2 + 0.3 is 0.6 exactly, whichever order a
+    parallel engine adds in (in floats it is 0.6000000000000001 in one order, 0.6 in another),
+    so features, and the model fitted on them, are the same on every run."""
+    tables = base_tables()
+    ev = tables["events"]
+    ev.loc[ev.event_type.eq("purchase") & (ev.event_ts >= ts("2024-01-01")), "amount"] = [
+        0.1,
+        0.2,
+        0.3,
+        99.0,
+    ]
+    out = compute(tables, tmp_path)
+    assert out.loc["f1"].f_amount_90d == 0.6  # exact, not approx
+    assert out.loc["f1"].f_amount_30d == 0.3
+
+
 # -- the point-in-time invariant ---------------------------------------------------------------
 
 _TYPES = ("view", "like", "comment", "share", "save", "click", "purchase")
