@@ -12,18 +12,26 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 ECE_BINS = 20
 
 
+def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS):
+    """(mean prediction, observed rate, rows) per equal-count bin of the predictions.
+    Equal-count bins, because with rare positives almost every prediction falls in the
+    first equal-width bin."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    groups = np.array_split(np.argsort(p, kind="stable"), min(bins, len(y))) if len(y) else []
+    return (
+        np.array([p[g].mean() for g in groups]),
+        np.array([y[g].mean() for g in groups]),
+        np.array([len(g) for g in groups]),
+    )
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS) -> float:
     """Mean |observed rate - mean prediction| over equal-count bins of the predictions,
-    weighted by bin size. Equal-count bins, because with rare positives almost every
-    prediction falls in the first equal-width bin and the error would look small."""
-    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    weighted by bin size."""
     if len(y) == 0:
         return float("nan")
-    order = np.argsort(p, kind="stable")
-    err = 0.0
-    for idx in np.array_split(order, min(bins, len(y))):
-        err += len(idx) * abs(y[idx].mean() - p[idx].mean())
-    return float(err / len(y))
+    mean_p, observed, rows = calibration_bins(y, p, bins)
+    return float((rows * np.abs(observed - mean_p)).sum() / rows.sum())
 
 
 def top_share(y: np.ndarray, p: np.ndarray, share: float) -> tuple[float, float]:

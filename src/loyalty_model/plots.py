@@ -11,6 +11,7 @@ import pandas as pd
 from matplotlib.figure import Figure  # no pyplot: no global state, no display backend
 from sklearn.metrics import precision_recall_curve, roc_curve
 
+from loyalty_model.evaluate import ECE_BINS, calibration_bins
 from loyalty_model.model import LoyaltyModel, to_matrix
 
 
@@ -46,14 +47,11 @@ def pr(y, scores: dict[str, np.ndarray]):
     return fig
 
 
-def reliability(y, scores: dict[str, np.ndarray], bins: int = 20):
-    fig, ax = _fig("Reliability (test, equal-count bins)")
+def reliability(y, scores: dict[str, np.ndarray], bins: int = ECE_BINS):
+    fig, ax = _fig("Reliability (test, equal-count bins, as in the ECE)")
     hi = 0.0
     for name, s in scores.items():
-        order = np.argsort(s, kind="stable")
-        groups = np.array_split(order, bins)
-        mp = [s[g].mean() for g in groups]
-        obs = [np.mean(np.asarray(y)[g]) for g in groups]
+        mp, obs, _ = calibration_bins(y, s, bins)
         hi = max(hi, *mp, *obs)
         ax.plot(mp, obs, "o-", ms=3, label=name)
     ax.plot([0, hi], [0, hi], "k:", lw=1)
