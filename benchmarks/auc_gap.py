@@ -5,8 +5,8 @@ and how sure is the comparison with the logistic-regression baseline?
     python benchmarks/auc_gap.py [--data DIR] [--seed 7]
 
 DIR must be a `small` world written by `loyalty-model simulate --preset small --seed SEED`
-(the world is rebuilt from preset and seed to read its hidden variables, and the draws of
-`draw_outcomes` are replayed to read each campaign's effect).
+(the world is rebuilt from preset and seed to read its hidden variables and each campaign's
+effect).
 """
 
 from __future__ import annotations
@@ -49,12 +49,8 @@ def hidden(world: sim.World, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def campaign_effect(world: sim.World, frame: pd.DataFrame) -> np.ndarray:
-    """Each row's campaign effect (how well the campaign lands), replaying the first draws
-    of `draw_outcomes`; no feature can see it."""
-    rng = np.random.default_rng(np.random.SeedSequence([world.seed, 20242]))
-    sim._background(world, rng)
-    effect = rng.normal(0, 0.25, len(world.ca_inf))
-    return effect[frame["campaign_id"].str[1:].astype(int).to_numpy()]
+    """Each row's campaign effect (how well the campaign lands); no feature can see it."""
+    return sim.campaign_effects(world)[frame["campaign_id"].str[1:].astype(int).to_numpy()]
 
 
 def paired_bootstrap(test: pd.DataFrame, a: np.ndarray, b: np.ndarray, n: int = 500):

@@ -486,12 +486,24 @@ def _count_in(sorted_keys: np.ndarray, key: np.ndarray, lo: np.ndarray, hi: np.n
     )
 
 
-def draw_outcomes(w: World) -> Outcomes:
+def _outcome_draws(w: World):
+    """The outcome generator after its first draws: (rng, background purchases, each
+    campaign's effect — how well it lands, on the logit). One place, so an analysis can
+    replay the hidden campaign effects exactly."""
     rng = np.random.default_rng(np.random.SeedSequence([w.seed, 20242]))
+    background = _background(w, rng)
+    return rng, background, rng.normal(0, 0.25, len(w.ca_inf))
+
+
+def campaign_effects(w: World) -> np.ndarray:
+    """Each campaign's hidden effect (by campaign index), as `draw_outcomes` draws it."""
+    return _outcome_draws(w)[2]
+
+
+def draw_outcomes(w: World) -> Outcomes:
+    rng, (bg_fol, bg_brand, bg_ts), ca_effect = _outcome_draws(w)
     n_b = len(w.br_niche)
     H = LABEL_HORIZON_DAYS * DAY
-    bg_fol, bg_brand, bg_ts = _background(w, rng)
-    ca_effect = rng.normal(0, 0.25, len(w.ca_inf))  # how well each campaign lands
     base = w.start - 400 * DAY  # offsets fit in 32 bits for worlds up to ~130 years
 
     def enc(fol, brand, ts):
