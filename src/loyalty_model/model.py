@@ -228,26 +228,29 @@ def fit(
     train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg: ModelConfig
 ) -> LoyaltyModel:
     """Fit with early stopping on validation log loss; deterministic for a fixed seed."""
-    est = make_estimator(cfg)
-    est.fit(
-        to_matrix(train, spec),
-        train["label"].to_numpy(),
+    return _fit(
+        make_estimator(cfg),
+        train,
+        spec,
         eval_X=(to_matrix(valid, spec),),
         eval_y=(valid["label"].to_numpy(),),
         eval_metric="binary_logloss",
-        categorical_feature=[spec.names.index(c) for c in spec.categorical] or "auto",
         callbacks=[lgb.early_stopping(cfg.early_stopping_rounds, verbose=False)],
     )
-    return LoyaltyModel(est.booster_, spec)
 
 
 def fit_trees(frame: pd.DataFrame, spec: FeatureSpec, cfg: ModelConfig, trees: int) -> LoyaltyModel:
     """Fit a fixed number of trees (chosen earlier by early stopping) on all of `frame`."""
-    est = make_estimator(cfg).set_params(n_estimators=max(1, int(trees)))
+    return _fit(make_estimator(cfg).set_params(n_estimators=max(1, int(trees))), frame, spec)
+
+
+def _fit(est: lgb.LGBMClassifier, frame: pd.DataFrame, spec: FeatureSpec, **kw) -> LoyaltyModel:
+    cat_idx = [spec.names.index(c) for c in spec.categorical]
     est.fit(
         to_matrix(frame, spec),
         frame["label"].to_numpy(),
-        categorical_feature=[spec.names.index(c) for c in spec.categorical] or "auto",
+        categorical_feature=cat_idx or "auto",
+        **kw,
     )
     return LoyaltyModel(est.booster_, spec)
 
