@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from loyalty_model import simulate as sim
+from loyalty_model import simulation as sim
 from loyalty_model.config import load_config
 from loyalty_model.evaluate import _spearman, evaluate_model
 from loyalty_model.model import fit
@@ -33,9 +33,9 @@ def hidden(world: sim.World, frame: pd.DataFrame) -> pd.DataFrame:
     pos = np.searchsorted(key, inf.astype(np.int64) * len(world.fol_bot) + fol)
     return pd.DataFrame(
         {
-            "h_affinity": world.fw_aff[pos],
-            "h_purchase_propensity": world.fol_zp[fol],
-            "h_loyalty_propensity": world.fol_zl[fol],
+            "h_affinity": world.fw_affinity[pos],
+            "h_purchase_propensity": world.fol_purchase_z[fol],
+            "h_loyalty_propensity": world.fol_loyalty_z[fol],
             "h_brand_match": ((world.fol_interests[fol] >> world.br_niche[brand]) & 1).astype(
                 float
             ),

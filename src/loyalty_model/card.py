@@ -5,6 +5,7 @@ from __future__ import annotations
 import pandas as pd
 
 from loyalty_model.config import Config
+from loyalty_model.contract import TIERS
 
 
 def _fmt(v) -> str:
@@ -45,7 +46,7 @@ def model_card(cfg: Config, result, version: str | None = None) -> str:
         f"{_fmt(m.get(f'test_audience_{t}_spearman_rate', float('nan')))} | "
         f"{_fmt(m.get(f'test_audience_{t}_mae_count', float('nan')))} | "
         f"{_fmt(m.get(f'test_audience_{t}_interval_coverage', float('nan')))} |"
-        for t in ("nano", "micro", "mid", "macro", "mega")
+        for t in TIERS
     ]
     return f"""# Model card: {cfg.tracking.model_name}{f" v{version}" if version else ""}
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import itertools
 import sys
 import tempfile
 import time
@@ -67,37 +66,17 @@ def simulate(
     (true probability per campaign x follower row), ground_truth_campaigns.parquet and
     simulation.json. The folder is replaced atomically.
     """
-    from loyalty_model import io
-    from loyalty_model import simulate as sim
+    from loyalty_model.simulation import PRESETS
+    from loyalty_model.simulation.files import write_world
 
-    if preset not in sim.PRESETS:
-        _fail(f"unknown preset {preset!r}; choose one of {', '.join(sim.PRESETS)}")
-    t0 = time.perf_counter()
+    if preset not in PRESETS:
+        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     with console.status(f"simulating {preset} (seed {seed})"):
-        world, outcomes, tables = sim.simulate(preset, seed)
-        with io.atomic_dir(out) as tmp:
-            # engagement chunk by chunk (memory bounded by one chunk), then the purchases
-            chunks = itertools.chain(sim.engagement_chunks(world), [outcomes.purchases])
-            n_events = io.write_parquet_chunks(chunks, tmp / "events.parquet", sim.EVENT_SCHEMA)
-            for name, table in tables.items():
-                io.write_parquet(table, tmp / f"{name}.parquet")
-            io.write_parquet(outcomes.ground_truth, tmp / "ground_truth.parquet")
-            io.write_parquet(outcomes.campaigns, tmp / "ground_truth_campaigns.parquet")
-            summary = sim.summarise(preset, world, outcomes.ground_truth, n_events, 0.0)
-            meta = summary.to_dict()
-            meta.pop("seconds")
-            meta["label"] = {
-                "horizon_days": sim.LABEL_HORIZON_DAYS,
-                "min_purchases": sim.LABEL_MIN_PURCHASES,
-                "require_attribution": False,
-            }
-            meta["world_start"] = str(sim.WORLD_START)
-            meta["preset_config"] = sim.asdict(sim.PRESETS[preset])
-            io.write_json(meta, tmp / "simulation.json")
-    _print_summary(summary, time.perf_counter() - t0, out)
+        summary = write_world(preset, seed, out)
+    _print_summary(summary, out)
 
 
-def _print_summary(s, seconds: float, out: Path) -> None:
+def _print_summary(s, out: Path) -> None:
     t = Table(title=f"simulated world: {s.preset}, seed {s.seed}", show_header=False)
     rows = [
         ("events", f"{s.events:,}"),
@@ -112,7 +91,7 @@ def _print_summary(s, seconds: float, out: Path) -> None:
             "oracle ROC-AUC, held-out campaigns",
             f"{s.oracle_auc_holdout:.3f} ({s.holdout_campaigns} campaigns)",
         ),
-        ("seconds", f"{seconds:.1f}"),
+        ("seconds", f"{s.seconds:.1f}"),
         ("written to", str(out)),
     ]
     for k, v in rows:

@@ -7,6 +7,7 @@ many rows break it and up to five offending values.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -15,6 +16,18 @@ import duckdb
 Kind = Literal["string", "timestamp", "float", "int"]
 
 EVENT_TYPES: tuple[str, ...] = ("view", "like", "comment", "share", "save", "click", "purchase")
+# Influencer tiers by follower_count: nano < 10k <= micro < 100k <= mid < 500k <= macro < 1M <= mega
+TIERS: tuple[str, ...] = ("nano", "micro", "mid", "macro", "mega")
+TIER_EDGES: tuple[float, ...] = (1e4, 1e5, 5e5, 1e6)  # lowest follower_count of micro .. mega
+
+
+def tier_of(follower_count: float | None) -> str | None:
+    """The tier of a follower count; None for a missing count."""
+    if follower_count is None or follower_count != follower_count:  # None or NaN
+        return None
+    return TIERS[bisect.bisect_right(TIER_EDGES, follower_count)]
+
+
 TABLES: tuple[str, ...] = ("events", "follows", "influencers", "brands", "campaigns")
 MAX_EXAMPLES = 5
 

@@ -9,6 +9,8 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from loyalty_model.contract import TIERS
+
 ECE_BINS = 20
 
 
@@ -176,9 +178,6 @@ def audience_rank_metrics(frame: pd.DataFrame, score: np.ndarray) -> dict[str, f
     return {"audience_spearman_rate": _spearman(g["s"], g["rate"])}
 
 
-TIER_NAMES = ("nano", "micro", "mid", "macro", "mega")
-
-
 @dataclass
 class Evaluation:
     metrics: dict[str, float]
@@ -211,7 +210,7 @@ def evaluate_model(
         p_true = _truth_for(part, truth)
         aud = audience_table(part, p, p_true, disp)
         metrics.update(audience_metrics(aud, f"{name}_audience_"))
-        for tier in TIER_NAMES:
+        for tier in TIERS:
             sub = aud[aud["tier"] == tier]
             if len(sub) >= 3:
                 metrics.update(audience_metrics(sub, f"{name}_audience_{tier}_"))
@@ -230,7 +229,7 @@ def evaluate_model(
 
 def _tier_names(d: pd.DataFrame) -> pd.Series:
     codes = d["inf_tier"].astype("float").fillna(-1).astype(int)
-    return codes.map(lambda c: TIER_NAMES[c] if 0 <= c < len(TIER_NAMES) else "unknown")
+    return codes.map(lambda c: TIERS[c] if 0 <= c < len(TIERS) else "unknown")
 
 
 def _truth_for(part: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | None:

@@ -20,14 +20,14 @@ from scipy.stats import gamma, norm
 
 from loyalty_model.compat import duckdb_batches
 from loyalty_model.config import FeatureConfig, LabelConfig
-from loyalty_model.features import FEATURE_VERSION, TIER_EDGES, build_features
+from loyalty_model.contract import tier_of
+from loyalty_model.features import FEATURE_VERSION, build_features
 from loyalty_model.model import LoyaltyModel
 from loyalty_model.spine import scoring_spine
 
 OUTPUT_SCHEMA_VERSION = "1.1"  # 1.1: manifest key audience_dispersion
 INTERVAL = 0.90
 EXACT_MAX = 5_000  # audiences up to this size get the exact Poisson-binomial interval
-TIERS = ("nano", "micro", "mid", "macro", "mega")
 
 FOLLOWER_SCHEMA = pa.schema(
     [
@@ -251,12 +251,6 @@ def score(
     return written, audiences, t_pred
 
 
-def _tier_name(count: float) -> str | None:
-    if count is None or (isinstance(count, float) and math.isnan(count)):
-        return None
-    return TIERS[int(np.searchsorted(TIER_EDGES, count, side="right"))]
-
-
 def audience_table(
     audiences: dict[str, AudienceAccumulator],
     influencers: pd.DataFrame,
@@ -282,7 +276,7 @@ def audience_table(
                 "as_of": pd.Timestamp(as_of),
                 "followers_scored": a.n,
                 "follower_count": int(count),
-                "tier": _tier_name(count),
+                "tier": tier_of(count),
                 "category": info.at[inf_id, "category"],
                 "expected_loyal": a.m1,
                 "expected_loyal_low": float(lo),

@@ -1,0 +1,48 @@
+"""Writing a simulated world to a data directory (the only part of the simulator with paths)."""
+
+from __future__ import annotations
+
+import itertools
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from loyalty_model import io
+from loyalty_model.simulation import (
+    EVENT_SCHEMA,
+    LABEL_HORIZON_DAYS,
+    LABEL_MIN_PURCHASES,
+    PRESETS,
+    WORLD_START,
+    Summary,
+    engagement_chunks,
+    simulate_world,
+    summarise,
+)
+
+
+def write_world(preset: str, seed: int, out: Path) -> Summary:
+    """Simulate a world and write the five contract tables, ground truth and simulation.json
+    to `out`, replaced atomically."""
+    t0 = time.perf_counter()
+    world, outcomes, tables = simulate_world(preset, seed)
+    with io.atomic_dir(out) as tmp:
+        # engagement chunk by chunk (memory bounded by one chunk), then the purchases
+        chunks = itertools.chain(engagement_chunks(world), [outcomes.purchases])
+        n_events = io.write_parquet_chunks(chunks, tmp / "events.parquet", EVENT_SCHEMA)
+        for name, table in tables.items():
+            io.write_parquet(table, tmp / f"{name}.parquet")
+        io.write_parquet(outcomes.ground_truth, tmp / "ground_truth.parquet")
+        io.write_parquet(outcomes.campaigns, tmp / "ground_truth_campaigns.parquet")
+        summary = summarise(preset, world, outcomes.ground_truth, n_events, 0.0)
+        meta = summary.to_dict()
+        meta.pop("seconds")
+        meta["label"] = {
+            "horizon_days": LABEL_HORIZON_DAYS,
+            "min_purchases": LABEL_MIN_PURCHASES,
+            "require_attribution": False,
+        }
+        meta["world_start"] = str(WORLD_START)
+        meta["preset_config"] = asdict(PRESETS[preset])
+        io.write_json(meta, tmp / "simulation.json")
+    return Summary(**{**summary.to_dict(), "seconds": round(time.perf_counter() - t0, 1)})
