@@ -288,3 +288,69 @@ def _baseline_table(model, parts, truth, metrics, seed) -> tuple[pd.DataFrame, d
         "audience_spearman_rate",
     ]
     return pd.DataFrame(rows).reindex(columns=cols), scores
+
+
+# -- audiences against the simulator's counterfactual ground truth ----------------------------
+
+
+@dataclass
+class TruthComparison:
+    metrics: dict[str, float]  # Spearman, top-k overlaps, counts
+    tiers: pd.DataFrame  # per tier: predicted and true rate and cost per loyal customer
+
+
+def _top(values: pd.Series, k: int, lowest: bool) -> set:
+    v = values.dropna()
+    order = v.sort_values(ascending=lowest, kind="stable")
+    return set(order.index[:k])
+
+
+def audiences_against_truth(pred: pd.DataFrame, truth: pd.DataFrame) -> TruthComparison:
+    """Audience predictions (`loyal_rate`, `cost_per_expected_loyal` per `influencer_id`, as
+    in audience_scores) against the true ones of the same (brand, as-of) scenario
+    (`true_loyal_rate`, `true_cost_per_loyal`, `tier`, as in ground_truth_audiences).
+
+    Costs are compared over influencers with a price where both sides have a cost; rates over
+    influencers with followers in the data. Top-k overlap: how many of the true k best are
+    among the predicted k best (lowest cost, highest rate)."""
+    t = truth.set_index("influencer_id")
+    p = pred.set_index("influencer_id").reindex(t.index)
+    cost = pd.DataFrame({"pred": p["cost_per_expected_loyal"], "true": t["true_cost_per_loyal"]})
+    cost = cost.astype(float).dropna()
+    rate = pd.DataFrame({"pred": p["loyal_rate"], "true": t["true_loyal_rate"]})
+    rate = rate.astype(float).dropna()
+    m: dict[str, float] = {
+        "priced_influencers": float(len(cost)),
+        "rated_influencers": float(len(rate)),
+        "spearman_cost": _spearman(cost["pred"], cost["true"]),
+        "spearman_rate": _spearman(rate["pred"], rate["true"]),
+    }
+    for k in (10, 20):
+        m[f"top{k}_overlap_cost"] = float(
+            len(_top(cost["pred"], k, True) & _top(cost["true"], k, True))
+        )
+        m[f"top{k}_overlap_rate"] = float(
+            len(_top(rate["pred"], k, False) & _top(rate["true"], k, False))
+        )
+    both = pd.DataFrame(
+        {
+            "tier": t["tier"],
+            "rate": p["loyal_rate"].astype(float),
+            "true_rate": t["true_loyal_rate"].astype(float),
+            "cost": p["cost_per_expected_loyal"].astype(float),
+            "true_cost": t["true_cost_per_loyal"].astype(float),
+        }
+    )
+    tiers = (
+        both.groupby("tier")
+        .agg(
+            influencers=("tier", "size"),
+            mean_loyal_rate=("rate", "mean"),
+            true_mean_loyal_rate=("true_rate", "mean"),
+            median_cost_per_loyal=("cost", "median"),
+            true_median_cost_per_loyal=("true_cost", "median"),
+        )
+        .reindex([x for x in TIERS if x in set(both["tier"])])
+        .reset_index()
+    )
+    return TruthComparison(m, tiers)

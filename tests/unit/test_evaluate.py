@@ -110,3 +110,47 @@ def test_calibrator_keeps_its_dispersion_and_reads_older_files():
     assert Calibrator.from_dict(c.to_dict()) == c
     old = {"method": "none", "a": 1.0, "b": 0.0, "x": [], "y": []}
     assert Calibrator.from_dict(old).audience_dispersion == 0.0
+
+
+def test_audiences_against_truth_counts_overlaps_and_ranks():
+    from loyalty_model.evaluate import audiences_against_truth
+
+    n = 30
+    ids = [f"i{k:02d}" for k in range(n)]
+    true_rate = np.linspace(0.01, 0.06, n)
+    price = np.full(n, 100.0)
+    price[0] = np.nan  # no price: no cost on either side
+    truth = pd.DataFrame(
+        {
+            "influencer_id": ids,
+            "tier": ["nano"] * 10 + ["micro"] * 20,
+            "true_loyal_rate": true_rate,
+            "true_cost_per_loyal": price / (true_rate * 1000),
+        }
+    )
+    # predictions: the true order, except the two best rates swapped with the two worst
+    rate = true_rate.copy()
+    rate[[0, 1, -2, -1]] = rate[[-2, -1, 0, 1]]
+    pred = pd.DataFrame(
+        {
+            "influencer_id": ids[::-1],
+            "loyal_rate": rate[::-1],
+            "cost_per_expected_loyal": (price / (rate * 1000))[::-1],
+        }
+    )
+    r = audiences_against_truth(pred, truth)
+    assert r.metrics["priced_influencers"] == n - 1 and r.metrics["rated_influencers"] == n
+    assert r.metrics["top10_overlap_rate"] == 8 and r.metrics["top20_overlap_rate"] == 18
+    assert r.metrics["top10_overlap_cost"] == 8
+    assert 0 < r.metrics["spearman_rate"] < 1
+    perfect = audiences_against_truth(
+        truth.assign(
+            loyal_rate=truth.true_loyal_rate, cost_per_expected_loyal=truth.true_cost_per_loyal
+        ),
+        truth,
+    )
+    assert perfect.metrics["spearman_cost"] == pytest.approx(1.0)
+    assert perfect.metrics["top20_overlap_cost"] == 20
+    tiers = r.tiers.set_index("tier")
+    assert list(tiers.index) == ["nano", "micro"] and tiers.loc["nano", "influencers"] == 10
+    assert tiers.loc["micro", "true_mean_loyal_rate"] == pytest.approx(true_rate[10:].mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import asdict
+from datetime import UTC, datetime
 from pathlib import Path
 
 from loyalty_model import io
@@ -19,6 +20,7 @@ from loyalty_model.simulation import (
     simulate_world,
     summarise,
 )
+from loyalty_model.simulation.truth import choose_scenarios, scenario_truth
 
 
 def write_world(preset: str, seed: int, out: Path) -> Summary:
@@ -34,6 +36,10 @@ def write_world(preset: str, seed: int, out: Path) -> Summary:
             io.write_parquet(table, tmp / f"{name}.parquet")
         io.write_parquet(outcomes.ground_truth, tmp / "ground_truth.parquet")
         io.write_parquet(outcomes.campaigns, tmp / "ground_truth_campaigns.parquet")
+        scenarios = choose_scenarios(world)
+        followers, audiences = scenario_truth(world, scenarios, outcomes.brand_states)
+        io.write_parquet(followers, tmp / "ground_truth_scoring.parquet")
+        io.write_parquet(audiences, tmp / "ground_truth_audiences.parquet")
         summary = summarise(preset, world, outcomes.ground_truth, n_events, 0.0)
         meta = summary.to_dict()
         meta.pop("seconds")
@@ -44,5 +50,13 @@ def write_world(preset: str, seed: int, out: Path) -> Summary:
         }
         meta["world_start"] = str(WORLD_START)
         meta["preset_config"] = asdict(PRESETS[preset])
+        meta["scoring_scenarios"] = [
+            {
+                "scenario_id": s.scenario_id,
+                "brand_id": world.ids["b"][s.brand].as_py(),
+                "as_of": datetime.fromtimestamp(s.as_of, UTC).date().isoformat(),
+            }
+            for s in scenarios
+        ]
         io.write_json(meta, tmp / "simulation.json")
     return Summary(**{**summary.to_dict(), "seconds": round(time.perf_counter() - t0, 1)})

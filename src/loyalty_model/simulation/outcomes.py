@@ -28,10 +28,29 @@ from loyalty_model.simulation.tables import ground_truth_tables, purchase_table
 
 
 @dataclass
+class BrandState:
+    """After a wave's window closes: the brand's earlier converts and their purchase rates per
+    day (sorted by follower), valid from `since` until the brand's next wave."""
+
+    since: int
+    followers: np.ndarray
+    rates: np.ndarray
+
+    def rate_of(self, fol: np.ndarray) -> np.ndarray:
+        out = np.zeros(len(fol))
+        if len(self.followers):
+            pos = np.minimum(np.searchsorted(self.followers, fol), len(self.followers) - 1)
+            hit = self.followers[pos] == fol
+            out[hit] = self.rates[pos[hit]]
+        return out
+
+
+@dataclass
 class Outcomes:
     purchases: pa.Table  # all purchase events and the clicks that led to campaign purchases
     ground_truth: pa.Table  # one row per (campaign, follower following at start_ts)
     campaigns: pa.Table  # per campaign: expected and realised loyal count
+    brand_states: dict[int, list[BrandState]]  # per brand, its earlier converts after each wave
 
 
 def conversion_logit(
@@ -169,34 +188,10 @@ class _PurchaseLog:
         )
 
 
-@dataclass
-class BrandState:
-    """After a wave's window closes: the brand's earlier converts and their purchase rates per
-    day (sorted by follower), valid from `since` until the brand's next wave."""
-
-    since: int
-    followers: np.ndarray
-    rates: np.ndarray
-
-    def rate_of(self, fol: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(fol))
-        if len(self.followers):
-            pos = np.minimum(np.searchsorted(self.followers, fol), len(self.followers) - 1)
-            hit = self.followers[pos] == fol
-            out[hit] = self.rates[pos[hit]]
-        return out
-
-
 def draw_outcomes(w: World) -> Outcomes:
-    """Every purchase, and for every (campaign, follower following at its start) the true
-    probability of the label and the realised label."""
-    outcomes, _ = draw_outcomes_and_states(w)
-    return outcomes
-
-
-def draw_outcomes_and_states(w: World) -> tuple[Outcomes, dict[int, list[BrandState]]]:
-    """`draw_outcomes`, plus each brand's earlier converts after each of its waves (what the
-    counterfactual ground truth needs to know about the purchase streams at a date)."""
+    """Every purchase; for every (campaign, follower following at its start) the true
+    probability of the label and the realised label; and each brand's earlier converts after
+    each of its waves (what the counterfactual ground truth needs at a later date)."""
     op = w.params.outcomes
     rng, (bg_fol, bg_brand, bg_ts), ca_effect = _outcome_draws(w)
     horizon = LABEL_HORIZON_DAYS * DAY
@@ -294,7 +289,7 @@ def draw_outcomes_and_states(w: World) -> tuple[Outcomes, dict[int, list[BrandSt
 
     purchases = purchase_table(w, rng, log)
     gt = {k: np.concatenate([g[k] for g in gt_parts]) for k in gt_parts[0]}
-    return Outcomes(purchases, *ground_truth_tables(w, gt)), states
+    return Outcomes(purchases, *ground_truth_tables(w, gt), states)
 
 
 def _waves_by_brand(w: World) -> dict[int, list[tuple[int, np.ndarray]]]:
