@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_out
 PRESET ?= small
 SEED ?= 7
-BRAND ?= b0003
+BRAND ?= b0004
 BENCH_PRESETS ?= small
 
 .PHONY: help setup demo test lint format bench clean

@@ -120,7 +120,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--presets", default="small", help="comma-separated presets to measure")
     ap.add_argument("--workdir", type=Path, default=None, help="where worlds and results go")
-    ap.add_argument("--brand", default="b0003", help="brand scored by the predict command")
+    ap.add_argument("--brand", default="b0004", help="brand scored by the predict command")
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="loyalty-bench-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -93,13 +93,56 @@ Audience level (per test campaign, expected vs actual loyal count): Spearman of 
 |---|---|---|---|---|
 {chr(10).join(tiers)}
 
+{_truth_section(result)}
 ## Known limits
 
-- Scores are for followers present in `follows` at the cutoff; audiences outside it are not seen.
+- Scores are for followers present in `follows` at the cutoff. Audience counts and costs carry
+  their loyal rate over to `follower_count`; where `follows` holds a small sample of an audience,
+  the rate rests on few followers and the interval is wide.
 - Events on the cutoff day itself are not used (features use whole days before it).
 - The 90 % audience interval covers chance given the probabilities and a campaign-level rate
   uncertainty (τ² above) estimated from past campaigns; a campaign unlike those has more.
 - Realised loyal counts per campaign are small and noisy: audience Spearman against realised
   rates is bounded well below 1 even for perfect probabilities (see the oracle row where
   ground truth is known).
+"""
+
+
+def _truth_section(result) -> str:
+    """Audiences against the simulator's counterfactual truth (simulated data only)."""
+    check = result.truth
+    if check is None:
+        return ""
+    cols = [
+        "scenario_id",
+        "brand_id",
+        "priced_influencers",
+        "spearman_cost",
+        "top10_overlap_cost",
+        "top20_overlap_cost",
+        "spearman_rate",
+        "top20_overlap_rate",
+    ]
+    per = check.scenarios[cols].copy()
+    tiers = (
+        check.tiers.drop(columns="scenario_id")
+        .groupby("tier", sort=False)
+        .mean()
+        .reset_index()
+        .rename(columns=lambda c: c.replace("_loyal", ""))
+    )
+    return f"""## Audiences against the simulator's ground truth
+
+For each scoring scenario of the simulated world (a brand and an as-of date when the simulator
+knows every audience's true loyal rate had the influencer run the campaign), every audience was
+scored with this model and compared with the truth: Spearman of predicted vs true cost per
+loyal customer over the priced influencers, and how many of the true 10 / 20 best are among the
+predicted 10 / 20 best (by cost; by loyal rate). `benchmarks/audience_truth.py` gives more.
+
+{table_md(per)}
+
+Per tier, the mean over the scenarios of: the mean predicted and true loyal rate, and the median
+predicted and true cost per loyal customer (whole audiences):
+
+{table_md(tiers)}
 """

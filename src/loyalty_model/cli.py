@@ -63,8 +63,9 @@ def simulate(
     """Simulate an influencer world: the five contract tables plus ground truth.
 
     Writes events, follows, influencers, brands, campaigns (parquet), ground_truth.parquet
-    (true probability per campaign x follower row), ground_truth_campaigns.parquet and
-    simulation.json. The folder is replaced atomically.
+    (true probability per campaign x follower row), ground_truth_campaigns.parquet,
+    ground_truth_scoring.parquet and ground_truth_audiences.parquet (the truth of a few
+    brand x as-of scoring scenarios) and simulation.json. The folder is replaced atomically.
     """
     from loyalty_model.simulation import PRESETS
     from loyalty_model.simulation.files import write_world
@@ -82,6 +83,7 @@ def _print_summary(s, out: Path) -> None:
         ("events", f"{s.events:,}"),
         ("followers (bots)", f"{s.followers:,} ({s.bots:,})"),
         ("follows", f"{s.follows:,}"),
+        ("people sampled (of every audience)", f"{s.sample_fraction:.2%}"),
         ("influencers / brands", f"{s.influencers} / {s.brands}"),
         ("campaigns (label window closed)", f"{s.campaigns} ({s.campaigns_closed})"),
         ("training rows", f"{s.training_rows:,}"),
@@ -188,6 +190,9 @@ def train(
         "audiences_test.csv": ev.audiences.to_csv(index=False),
         "model_card.md": model_card(cfg, result),
     }
+    if result.truth is not None:
+        artifacts["audiences_vs_truth.csv"] = result.truth.scenarios.to_csv(index=False)
+        artifacts["audience_tiers_vs_truth.csv"] = result.truth.tiers.to_csv(index=False)
     figures = plots.all_figures(result.model, result.frames["test"], ev.test_scores)
     tags = {"champion_compared": champion[1] if champion else "none"}
     reg = tracking.log_training_run(
@@ -228,6 +233,12 @@ def _print_training(result, reg, champion_version: str | None) -> None:
         lines.append(
             f"vs ground truth: ROC-AUC {m['test_roc_auc']:.4f} / oracle "
             f"{m['test_oracle_roc_auc']:.4f} = {m['test_roc_auc_vs_oracle']:.3f}"
+        )
+    if "truth_spearman_cost" in m:
+        lines.append(
+            f"audiences vs ground truth ({m['truth_scenarios']:.0f} scoring scenarios): Spearman "
+            f"of cost per loyal customer {m['truth_spearman_cost']:.3f}, true top 20 in the "
+            f"predicted top 20: {m['truth_top20_overlap_cost']:.1f}"
         )
     if champion_version:
         lines.append(
@@ -328,6 +339,14 @@ def predict(
     model: Annotated[
         str, typer.Option(help="MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION).")
     ] = "models:/audience-loyalty@champion",
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Config YAML whose tracking section (where the model registry is) and "
+            "data.currency (the currency of prices) apply."
+        ),
+    ] = None,
+    set_: SetOption = None,
     fmt: Annotated[
         str, typer.Option("--format", help="Output file format: parquet or csv.")
     ] = "parquet",
@@ -343,20 +362,26 @@ def predict(
 ) -> None:
     """Score every follower of each influencer for a brand and write the prediction files.
 
-    Writes follower_scores, audience_scores (expected loyal customers with a 90 % interval,
-    per 1,000 followers, cost per expected loyal customer, rank) and manifest.json.
-    See docs/output_contract.md.
+    Writes follower_scores (a probability per follower), audience_scores (per influencer, on
+    the full audience its price buys: expected loyal customers with a 90 % interval, per 1,000
+    followers, cost per expected loyal customer, a rank by cost and a rank by rate) and
+    manifest.json. See docs/output_contract.md.
     """
     from loyalty_model import engines, io, tracking
     from loyalty_model import predict as scoring
-    from loyalty_model.config import TrackingConfig
+    from loyalty_model.config import ConfigError, load_config
     from loyalty_model.contract import ContractError
+    from loyalty_model.intervals import INTERVAL
     from loyalty_model.spine import scoring_spine
 
     if fmt not in ("parquet", "csv"):
         _fail(f"--format must be parquet or csv, got {fmt!r}")
     if not data.is_dir():
         _fail(f"data directory not found: {data}")
+    try:
+        cfg = load_config(config, list(set_ or []))
+    except ConfigError as exc:
+        _fail(str(exc))
     t0 = time.perf_counter()
     spill = tempfile.TemporaryDirectory(prefix="loyalty-spill-")
     try:
@@ -366,7 +391,7 @@ def predict(
     try:
         views = io.register_tables(con, data)
         req = _scoring_request(con, brand, as_of, influencers)
-        loaded, ref = tracking.load_for_scoring(model, TrackingConfig())
+        loaded, ref = tracking.load_for_scoring(model, cfg.tracking)
         scoring.check_spec(loaded)
     except (ContractError, scoring.ScoringError, tracking.ModelLoadError, ValueError) as exc:
         _fail(str(exc))
@@ -384,7 +409,7 @@ def predict(
         )
         writer.close()
         disp = loaded.calibrator.audience_dispersion
-        aud = scoring.audience_table(audiences, inf_frame, brand, as_of_dt, ids, disp)
+        aud = scoring.audience_scores(audiences, inf_frame, brand, as_of_dt, ids, disp)
         io.write_frame(aud, tmp / f"audience_scores.{fmt}", fmt)
         manifest = {
             "output_schema_version": scoring.OUTPUT_SCHEMA_VERSION,
@@ -397,13 +422,20 @@ def predict(
             "inputs": io.input_fingerprints(con, data),
             "rows_written": {"follower_scores": written, "audience_scores": len(aud)},
             "format": fmt,
-            "interval": scoring.INTERVAL,
+            "currency": cfg.data.currency,
+            "scale": "full_audience",
+            "interval": INTERVAL,
             "audience_dispersion": disp,
-            "rank_basis": sorted(set(aud["rank_basis"])) if len(aud) else [],
+            "audiences": scoring.audience_summary(aud),
         }
         io.write_json(manifest, tmp / "manifest.json")
     seconds = time.perf_counter() - t0
-    _print_top(aud, out, written, seconds, t_pred)
+    _print_top(aud, cfg.data.currency, out, written, seconds, t_pred)
+    from loyalty_model.evaluate import truth_of_request
+
+    truth = truth_of_request(io.read_truth_audiences(data), brand, as_of_dt)
+    if truth is not None:
+        _print_against_truth(aud, truth)
 
 
 def _scoring_request(con, brand: str, as_of: str | None, influencers: str | None):
@@ -472,35 +504,65 @@ def _progress(total: int):
     yield log_line
 
 
-def _print_top(aud, out: Path, written: int, seconds: float, t_pred: float) -> None:
-    t = Table(title=f"top audiences for {aud['brand_id'].iloc[0] if len(aud) else ''}")
-    for col in (
+def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pred: float):
+    brand = aud["brand_id"].iloc[0] if len(aud) else ""
+    t = Table(
+        title=f"top audiences for {brand} by cost per expected loyal customer "
+        f"(whole audiences, {currency})"
+    )
+    columns = (
         "rank",
         "influencer",
         "tier",
         "followers",
-        "expected loyal (90 %)",
+        "scored",
         "per 1k",
+        "expected loyal",
+        "90 % interval",
+        "price",
         "cost / loyal",
-    ):
+    )
+    for col in columns:
         t.add_column(col, justify="left" if col in ("influencer", "tier") else "right")
     for r in aud.head(10).itertuples():
-        c = r.cost_per_expected_loyal
-        cost = "-" if c is None or c != c else f"{c:,.0f}"  # None or NaN: no price
         t.add_row(
-            str(r.rank),
+            _num(r.rank_cost, "{:.0f}"),
             r.influencer_id,
             str(r.tier),
+            f"{r.follower_count:,}",
             f"{r.followers_scored:,}",
-            f"{r.expected_loyal:.1f} ({r.expected_loyal_low:.0f}-{r.expected_loyal_high:.0f})",
-            f"{r.loyal_per_1k_followers:.1f}",
-            cost,
+            _num(r.loyal_per_1k_followers, "{:.1f}"),
+            _num(r.expected_loyal, "{:,.0f}"),
+            _num(r.expected_loyal_low, "{:,.0f}") + _num(r.expected_loyal_high, "–{:,.0f}"),
+            _num(r.price_per_post, "{:,.0f}"),
+            _num(r.cost_per_expected_loyal, "{:,.2f}"),
         )
-    console.print(t)
+    Console(width=max(console.width, 120)).print(t)  # a log file is no reason to wrap it
     console.print(
         f"{written:,} followers scored in {seconds:.1f}s "
         f"(model {t_pred:.1f}s); files in [bold]{out}[/]: follower_scores, audience_scores, "
         "manifest.json"
+    )
+
+
+def _num(v, fmt: str) -> str:
+    """A number for a table cell; '-' for a missing one."""
+    from pandas import isna
+
+    return "-" if isna(v) else fmt.format(v)
+
+
+def _print_against_truth(aud, truth) -> None:
+    """The simulator knows the truth of this (brand, as-of): say how the ranking compares."""
+    from loyalty_model.evaluate import audiences_against_truth
+
+    m = audiences_against_truth(aud, truth).metrics
+    console.print(
+        f"against the simulator's ground truth: Spearman {m['spearman_cost']:.2f} between "
+        f"predicted and true cost per loyal customer ({m['priced_influencers']:.0f} priced "
+        f"influencers); {m['top10_overlap_cost']:.0f} of the true top 10 and "
+        f"{m['top20_overlap_cost']:.0f} of the true top 20 are in the predicted ones",
+        highlight=False,
     )
 
 

@@ -27,6 +27,12 @@ class DataConfig(_Section):
     sample_fraction: float = Field(
         1.0, gt=0, le=1, description="share of training followers kept (hash of follower_id)"
     )
+    currency: str = Field(
+        "USD",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of the data's prices (price_per_post, campaigns.cost); "
+        "stated in the prediction manifest",
+    )
 
 
 class LabelConfig(_Section):

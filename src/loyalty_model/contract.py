@@ -40,6 +40,9 @@ class Column:
     min_value: float | None = None
     allowed: tuple[str, ...] | None = None
     doc: str = ""
+    optional: bool = False  # may be absent from the file (then read as all null)
+    max_value: float | None = None
+    min_exclusive: bool = False  # the value must be above min_value, not equal to it
 
 
 @dataclass(frozen=True)
@@ -106,6 +109,16 @@ SCHEMAS: dict[str, Table] = {
                 Column("follower_count", "int", min_value=0),
                 Column("category", "string"),
                 Column("price_per_post", "float", nullable=True, min_value=0.0),
+                Column(
+                    "sample_fraction",
+                    "float",
+                    nullable=True,
+                    optional=True,
+                    min_value=0.0,
+                    min_exclusive=True,
+                    max_value=1.0,
+                    doc="share of the influencer's audience present in follows, in (0, 1]",
+                ),
             ),
             key=("influencer_id",),
         ),
@@ -224,6 +237,8 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, view: str) -> lis
     types = _column_types(con, view)
     present = []
     for col in schema.columns:
+        if col.name not in types and col.optional:
+            continue
         if col.name not in types:
             problems.append(Problem(table, col.name, "missing column", 0, (f"have {list(types)}",)))
             continue
@@ -258,9 +273,14 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, view: str) -> lis
             if n:
                 problems.append(Problem(table, col.name, "empty string id", n, ex))
         if col.min_value is not None:
-            n, ex = _count_and_examples(con, view, f"{typed} < {col.min_value}", typed)
+            op, words = ("<=", "not above") if col.min_exclusive else ("<", "below")
+            n, ex = _count_and_examples(con, view, f"{typed} {op} {col.min_value}", typed)
             if n:
-                problems.append(Problem(table, col.name, f"value below {col.min_value}", n, ex))
+                problems.append(Problem(table, col.name, f"value {words} {col.min_value}", n, ex))
+        if col.max_value is not None:
+            n, ex = _count_and_examples(con, view, f"{typed} > {col.max_value}", typed)
+            if n:
+                problems.append(Problem(table, col.name, f"value above {col.max_value}", n, ex))
         if col.kind == "float":
             n, ex = _count_and_examples(con, view, f"NOT isfinite({typed})", typed)
             if n:

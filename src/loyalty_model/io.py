@@ -100,8 +100,10 @@ def register_tables(con: duckdb.DuckDBPyConnection, data_dir: Path) -> dict[str,
     sql_type = {"string": "VARCHAR", "timestamp": "TIMESTAMPTZ", "float": "DOUBLE", "int": "BIGINT"}
     views = {}
     for name in TABLES:
+        present = {r[0] for r in con.execute(f"DESCRIBE raw_{name}").fetchall()}
         cols = ", ".join(
-            f"CAST({quote_ident(c.name)} AS {sql_type[c.kind]}) AS {quote_ident(c.name)}"
+            f"CAST({quote_ident(c.name) if c.name in present else 'NULL'} AS {sql_type[c.kind]})"
+            f" AS {quote_ident(c.name)}"
             for c in SCHEMAS[name].columns
         )
         con.execute(f"CREATE OR REPLACE VIEW {name} AS SELECT {cols} FROM raw_{name}")
@@ -210,6 +212,15 @@ def write_frame(df, path: Path, fmt: str) -> None:
         write_parquet(table, path)
     else:
         pacsv.write_csv(table, path)
+
+
+def read_truth_audiences(data_dir: Path):
+    """The simulator's counterfactual truth of every audience in its scoring scenarios
+    (ground_truth_audiences.parquet), when the data directory has it; None for real data."""
+    path = Path(data_dir) / "ground_truth_audiences.parquet"
+    if not path.is_file():
+        return None
+    return pq.read_table(path).to_pandas()
 
 
 def read_ground_truth(data_dir: Path):

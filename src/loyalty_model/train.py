@@ -10,9 +10,16 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from loyalty_model import engines, features, io, spine
+from loyalty_model import engines, features, io, predict, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
-from loyalty_model.evaluate import Evaluation, binary_metrics, evaluate_model
+from loyalty_model.contract import TABLES
+from loyalty_model.evaluate import (
+    Evaluation,
+    audiences_against_truth,
+    binary_metrics,
+    evaluate_model,
+    scenarios_of,
+)
 from loyalty_model.model import (
     LoyaltyModel,
     audience_dispersion,
@@ -35,6 +42,48 @@ class TrainResult:
     timings: dict[str, float]
     evaluation: Evaluation
     window: dict[str, str]  # split boundaries and the data window, for the model card
+    truth: TruthCheck | None = None  # audiences against the simulator's truth, where known
+
+
+@dataclass
+class TruthCheck:
+    """Audience predictions against the simulator's counterfactual truth, per scenario."""
+
+    scenarios: pd.DataFrame  # one row per scenario: Spearman, top-k overlaps
+    tiers: pd.DataFrame  # per scenario and tier: predicted and true rate and cost
+    audiences: list[pd.DataFrame]  # the predicted audience_scores, per scenario
+
+    def metrics(self) -> dict[str, float]:
+        """Means over scenarios, prefixed truth_ (for tracking)."""
+        cols = [
+            "spearman_cost",
+            "spearman_rate",
+            "top10_overlap_cost",
+            "top20_overlap_cost",
+            "top10_overlap_rate",
+            "top20_overlap_rate",
+        ]
+        means = self.scenarios[cols].mean()
+        return {"truth_scenarios": float(len(self.scenarios))} | {
+            f"truth_{k}": float(v) for k, v in means.items()
+        }
+
+
+def audiences_against_scenarios(
+    con: duckdb.DuckDBPyConnection, model: LoyaltyModel, truth: pd.DataFrame
+) -> TruthCheck:
+    """Score every audience of each scoring scenario the simulator knows the truth of, and
+    compare (evaluate.audiences_against_truth)."""
+    tables = engines.ibis_tables(con, list(TABLES))
+    scenarios = scenarios_of(truth)
+    requests = [(brand, as_of.to_pydatetime()) for _, brand, as_of in scenarios]
+    predicted = predict.audiences_for(con, tables, requests, model)
+    rows, tiers = [], []
+    for (sid, brand, as_of), aud in zip(scenarios, predicted, strict=True):
+        r = audiences_against_truth(aud, truth[truth["scenario_id"] == sid])
+        rows.append({"scenario_id": sid, "brand_id": brand, "as_of": as_of, **r.metrics})
+        tiers.append(r.tiers.assign(scenario_id=sid))
+    return TruthCheck(pd.DataFrame(rows), pd.concat(tiers, ignore_index=True), predicted)
 
 
 def build_training_frame(
@@ -95,6 +144,13 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
     truth = io.read_ground_truth(cfg.data.dir)
     evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
     metrics = dict(evaluation.metrics)
+    truth_audiences = io.read_truth_audiences(cfg.data.dir)
+    check = None
+    t2 = time.perf_counter()
+    if truth_audiences is not None:
+        check = audiences_against_scenarios(con, model, truth_audiences)
+        metrics.update(check.metrics())
+    t_truth = time.perf_counter() - t2
     if champion is not None:
         test = _rows_for(champion, parts["test"], con, cfg)
         champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
@@ -110,6 +166,7 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
     timings = {
         "feature_seconds": t_features,
         "fit_seconds": t_fit,
+        "truth_check_seconds": t_truth,
         "events_per_second_features": n_events / t_features if t_features else float("nan"),
     }
     window = {
@@ -119,7 +176,7 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
         "test_to": str(parts["test"]["cutoff_ts"].max()),
         "data_end": str(sp.data_end),
     }
-    return TrainResult(model, metrics, sizes, parts, timings, evaluation, window)
+    return TrainResult(model, metrics, sizes, parts, timings, evaluation, window, check)
 
 
 def waves(frame: pd.DataFrame) -> np.ndarray:

@@ -43,6 +43,20 @@ def scored(trained, tmp_path_factory):
     return out, result.output
 
 
+def test_a_scenario_of_the_simulator_is_checked_against_its_truth(trained, tmp_path):
+    meta = json.loads((trained / "simulation.json").read_text())
+    sc = meta["scoring_scenarios"][0]
+    args = ["--brand", sc["brand_id"], "--as-of", sc["as_of"]]
+    result = runner.invoke(
+        app, ["predict", "--data", str(trained), "--out", str(tmp_path / "o"), *args]
+    )
+    assert result.exit_code == 0, result.output
+    assert "against the simulator's ground truth: Spearman" in result.output
+    # another request: nothing to compare with
+    other = run_predict(trained, tmp_path / "p", "--as-of", "2024-03-01")
+    assert other.exit_code == 0 and "ground truth" not in other.output
+
+
 def test_writes_the_three_files(scored):
     out, output = scored
     assert sorted(p.name for p in out.iterdir()) == [
@@ -83,27 +97,53 @@ def test_audience_sums_equal_follower_sums(scored, trained):
     out, _ = scored
     f = pd.read_parquet(out / "follower_scores.parquet")
     a = pd.read_parquet(out / "audience_scores.parquet").set_index("influencer_id")
-    inf = pd.read_parquet(trained / "influencers.parquet")
-    assert set(a.index) == set(inf.influencer_id)  # every influencer, even empty audiences
+    inf = pd.read_parquet(trained / "influencers.parquet").set_index("influencer_id")
+    assert set(a.index) == set(inf.index)  # every influencer, even empty audiences
     sums = f.groupby("influencer_id").p_loyal.agg(["sum", "count"])
-    np.testing.assert_allclose(a.loc[sums.index, "expected_loyal"], sums["sum"], rtol=1e-12)
+    np.testing.assert_allclose(a.loc[sums.index, "expected_loyal_scored"], sums["sum"], rtol=1e-12)
     assert (a.loc[sums.index, "followers_scored"] == sums["count"]).all()
+    np.testing.assert_allclose(a.loc[sums.index, "loyal_rate"], sums["sum"] / sums["count"])
     np.testing.assert_allclose(a.loyal_per_1k_followers, 1000 * a.loyal_rate)
+
+
+def test_counts_and_costs_are_on_the_whole_audience(scored, trained):
+    """The price buys follower_count followers: counts and costs refer to them, whatever
+    share of them `follows` holds (recorded as the sample fraction)."""
+    out, _ = scored
+    a = pd.read_parquet(out / "audience_scores.parquet").set_index("influencer_id")
+    inf = pd.read_parquet(trained / "influencers.parquet").set_index("influencer_id")
+    seen = a[a.followers_scored > 0]
+    np.testing.assert_allclose(seen.expected_loyal, seen.loyal_rate * seen.follower_count)
+    assert (seen.expected_loyal >= seen.expected_loyal_scored - 1e-9).all()
+    np.testing.assert_allclose(
+        seen.sample_fraction, inf.loc[seen.index, "sample_fraction"], rtol=1e-12
+    )
+    assert seen.sample_fraction_declared.all()
+    priced = seen.dropna(subset=["price_per_post"])
+    np.testing.assert_allclose(
+        priced.cost_per_expected_loyal, priced.price_per_post / priced.expected_loyal
+    )
 
 
 def test_intervals_and_ranks_are_sane(scored):
     out, _ = scored
     a = pd.read_parquet(out / "audience_scores.parquet")
-    assert (a.expected_loyal_low <= a.expected_loyal + 1e-9).all()
-    assert (a.expected_loyal <= a.expected_loyal_high + 1e-9).all()
-    assert (a.expected_loyal_high <= a.followers_scored).all()
-    assert list(a["rank"]) == list(range(1, len(a) + 1))
-    priced = a.dropna(subset=["cost_per_expected_loyal"])
-    np.testing.assert_allclose(
-        priced.cost_per_expected_loyal, priced.price_per_post / priced.expected_loyal
-    )
-    assert priced["rank"].is_monotonic_increasing
-    assert priced.cost_per_expected_loyal.is_monotonic_increasing
+    seen = a[a.followers_scored > 0]
+    for scale in ("expected_loyal", "expected_loyal_scored"):
+        assert (seen[f"{scale}_low"] <= seen[scale] + 1e-9).all()
+        assert (seen[scale] <= seen[f"{scale}_high"] + 1e-9).all()
+    assert (seen.expected_loyal_high <= seen.follower_count).all()
+    assert (seen.expected_loyal_scored_high <= seen.followers_scored).all()
+    by_cost = a.dropna(subset=["rank_cost"]).sort_values("rank_cost")
+    assert list(by_cost.rank_cost) == list(range(1, len(by_cost) + 1))
+    assert by_cost.cost_per_expected_loyal.is_monotonic_increasing
+    assert by_cost.price_per_post.notna().all()
+    by_rate = a.dropna(subset=["rank_rate"]).sort_values("rank_rate")
+    assert list(by_rate.rank_rate) == list(range(1, len(by_rate) + 1))
+    assert by_rate.loyal_rate.is_monotonic_decreasing
+    assert len(by_rate) == len(seen)  # every influencer with followers scored has a rate rank
+    # rows: priced first by cost, then the rest by rate
+    assert list(a.influencer_id[: len(by_cost)]) == list(by_cost.influencer_id)
 
 
 def test_manifest(scored, trained):
@@ -111,7 +151,10 @@ def test_manifest(scored, trained):
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["name"] == "audience-loyalty" and m["model"]["version"] == "1"
     assert m["model"]["run_id"] and m["model"]["uri"] == "models:/audience-loyalty@champion"
-    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "1.1"
+    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.0"
+    assert m["currency"] == "USD" and m["scale"] == "full_audience"
+    aud = m["audiences"]
+    assert aud["influencers"] == 12 and aud["sample_fraction_declared"] == 12
     ev = m["inputs"]["events"]
     assert ev["sha256"] == hashlib.sha256((trained / "events.parquet").read_bytes()).hexdigest()
     assert ev["rows"] == len(pd.read_parquet(trained / "events.parquet"))

@@ -56,6 +56,8 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
         "baselines.md",
         "audiences_test.csv",
         "model_card.md",
+        "audiences_vs_truth.csv",
+        "audience_tiers_vs_truth.csv",
     } <= arts
     pngs = {a.path for a in client.list_artifacts(mv.run_id, "plots")}
     assert {
@@ -64,6 +66,15 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
     } <= pngs
     card = Path(client.download_artifacts(mv.run_id, "model_card.md")).read_text()
     assert "Known limits" in card and "follower_count" in card
+    # audiences against the simulator's counterfactual truth, for each scoring scenario
+    assert "Audiences against the simulator's ground truth" in card
+    vs = pd.read_csv(client.download_artifacts(mv.run_id, "audiences_vs_truth.csv"))
+    assert list(vs.scenario_id) == ["s1", "s2", "s3"]
+    assert vs.spearman_cost.between(-1, 1).all() and (vs.priced_influencers > 3).all()
+    m = run.data.metrics
+    assert m["truth_scenarios"] == 3
+    assert m["truth_spearman_cost"] == pytest.approx(vs.spearman_cost.mean())
+    assert "audiences vs ground truth (3 scoring scenarios)" in out
     base = pd.read_csv(client.download_artifacts(mv.run_id, "baselines.csv"))
     assert set(base.scorer) >= {
         "model (LightGBM)",

@@ -245,3 +245,32 @@ def test_register_tables_types_columns(tmp_path):
     types = dict(con.execute("SELECT column_name, column_type FROM (DESCRIBE events)").fetchall())
     assert types["event_ts"] == "TIMESTAMP WITH TIME ZONE"
     assert types["amount"] == "DOUBLE"
+
+
+def test_sample_fraction_is_optional_and_read_as_null_when_absent(tmp_path):
+    root = write(good_tables(), tmp_path)
+    assert problems(root) == []
+    con = duckdb_connection()
+    register_tables(con, root)
+    assert con.execute("SELECT sample_fraction FROM influencers").fetchall() == [(None,)]
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([0.0], "influencers.sample_fraction: value not above 0.0 in 1 row, e.g. '0.0'"),
+        ([1.5], "influencers.sample_fraction: value above 1.0 in 1 row, e.g. '1.5'"),
+        (["half"], "influencers.sample_fraction: not a valid float in 1 row, e.g. 'half'"),
+    ],
+)
+def test_sample_fraction_must_be_a_share(tmp_path, values, expected):
+    found = with_change(tmp_path, "influencers", lambda d: d.assign(sample_fraction=values))
+    assert expected in found, found
+
+
+def test_a_declared_sample_fraction_is_read(tmp_path):
+    tables = good_tables()
+    tables["influencers"] = tables["influencers"].assign(sample_fraction=[0.25])
+    con = duckdb_connection()
+    register_tables(con, write(tables, tmp_path))
+    assert con.execute("SELECT sample_fraction FROM influencers").fetchall() == [(0.25,)]

@@ -63,6 +63,22 @@ def test_audience_metrics_by_hand():
     assert m["x_spearman_rate"] == pytest.approx(1 - 6 * 2 / (3 * 8))  # ranks 1,3,2
     assert m["x_spearman_true_rate"] == pytest.approx(0.5)  # ranks 1,3,2 vs 1,2,3
     assert m["x_mae_true_count"] == pytest.approx((0.5 + 0.5 + 1.0) / 3)
+    assert m["x_campaigns_ranked"] == 3
+
+
+def test_small_campaigns_do_not_rank_realised_rates():
+    """Four followers make a realised rate of 0 or 25 %: such campaigns stay out of the
+    Spearman against realised rates (not out of the one against true rates)."""
+    rows = [("big1", 400, 4.0, 3, 4.0), ("big2", 400, 8.0, 9, 8.0), ("big3", 400, 6.0, 6, 6.0)]
+    rows += [(f"tiny{k}", 4, 0.1 * k, k % 2, 0.1 * (7 - k)) for k in range(1, 7)]
+    aud = pd.DataFrame(
+        rows, columns=["campaign_id", "followers", "expected", "actual", "true_expected"]
+    )
+    aud = aud.assign(tier="nano", low=0, high=aud.followers)
+    m = evaluate.audience_metrics(aud, "")
+    assert m["campaigns"] == 9 and m["campaigns_ranked"] == 3
+    assert m["spearman_rate"] == pytest.approx(1.0)  # the three big campaigns agree
+    assert m["spearman_true_rate"] < 1.0  # over all nine
 
 
 def test_calibration_fixes_a_miscalibrated_model():

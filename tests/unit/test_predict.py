@@ -1,10 +1,10 @@
-"""Audience intervals (Poisson-binomial), ranking and the spec check, on numbers the tests
-compute themselves."""
+"""Audience scores on the full-audience scale, ranking and the spec check, on numbers the
+tests compute themselves."""
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -12,118 +12,93 @@ import pytest
 
 from loyalty_model import predict
 from loyalty_model.features import FEATURE_VERSION, FeatureSpec
+from loyalty_model.intervals import AudienceAccumulator
 
 
-def brute_force_pmf(p):
-    pmf = np.zeros(len(p) + 1)
-    for outcome in itertools.product([0, 1], repeat=len(p)):
-        prob = np.prod([pi if o else 1 - pi for pi, o in zip(p, outcome, strict=True)])
-        pmf[sum(outcome)] += prob
-    return pmf
+def _audiences(p_by_influencer: dict[str, list[float]]) -> dict:
+    out = {}
+    for inf, p in p_by_influencer.items():
+        a = AudienceAccumulator()
+        a.add(np.array(p, dtype=float))
+        out[inf] = a
+    return out
 
 
-@pytest.mark.parametrize("p", [[0.1, 0.5, 0.9], [0.01] * 6, [0.3, 0.3, 0.7, 0.05, 0.99]])
-def test_poisson_binomial_pmf_matches_brute_force(p):
-    got = predict.poisson_binomial_pmf(np.array(p))
-    want = brute_force_pmf(p)
-    np.testing.assert_allclose(got, want[: len(got)], atol=1e-12)
+INFLUENCERS = pd.DataFrame(
+    {
+        "influencer_id": ["big", "small", "unpriced", "empty"],
+        "follower_count": [1_000_000, 2_000, 50_000, 4_000],
+        "category": ["food"] * 4,
+        "price_per_post": [10_000.0, 100.0, None, 50.0],
+    }
+)
 
 
-def test_exact_interval_covers_ninety_percent():
+def test_audience_scores_put_counts_and_costs_on_the_full_audience():
+    aud = predict.audience_scores(
+        _audiences({"big": [0.01] * 1000, "small": [0.05] * 20, "unpriced": [0.1, 0.2]}),
+        INFLUENCERS,
+        "b1",
+        datetime(2025, 1, 1, tzinfo=UTC),
+        ["big", "small", "unpriced", "empty"],
+        dispersion=0.1,
+    ).set_index("influencer_id")
+    assert list(aud.columns) == list(predict.AUDIENCE_COLUMNS)[1:]
+    big, small = aud.loc["big"], aud.loc["small"]
+    # the rate carries over; counts and costs refer to follower_count
+    assert big.loyal_rate == pytest.approx(0.01) and big.expected_loyal == pytest.approx(10_000)
+    assert big.expected_loyal_scored == pytest.approx(10) and big.followers_scored == 1000
+    assert big.cost_per_expected_loyal == pytest.approx(1.0)
+    assert small.expected_loyal == pytest.approx(100)
+    assert small.cost_per_expected_loyal == pytest.approx(1.0)
+    assert big.sample_fraction == pytest.approx(0.001) and not big.sample_fraction_declared
+    assert big.expected_loyal_low < 10_000 < big.expected_loyal_high
+    # sampling: 20 of 2,000 followers seen leave the count far less certain than 1,000 of 1M
     rng = np.random.default_rng(0)
-    p = rng.beta(0.5, 20, 800)
-    lo, hi = predict.exact_interval(p)
-    draws = (rng.random((20_000, len(p))) < p).sum(axis=1)
-    assert lo <= p.sum() <= hi
-    assert np.mean(draws < lo) <= 0.05 + 0.01
-    assert np.mean(draws > hi) <= 0.05 + 0.01
-    assert np.mean((draws >= lo) & (draws <= hi)) >= 0.90
+    spread = predict.audience_scores(
+        _audiences({"big": rng.beta(1, 30, 1000), "small": rng.beta(1, 30, 20)}),
+        INFLUENCERS,
+        "b1",
+        datetime(2025, 1, 1, tzinfo=UTC),
+        ["big", "small"],
+    ).set_index("influencer_id")
+    rel = (spread.expected_loyal_high - spread.expected_loyal_low) / spread.expected_loyal
+    assert rel["small"] > 2 * rel["big"]
+    # no followers scored: no rate, count or cost, and no rank; still a row
+    empty = aud.loc["empty"]
+    assert empty.followers_scored == 0 and pd.isna(empty.loyal_rate)
+    assert pd.isna(empty.expected_loyal) and pd.isna(empty.rank_cost) and pd.isna(empty.rank_rate)
+    # the unpriced influencer has the best rate: first by rate, no rank by cost
+    assert aud.loc["unpriced", "rank_rate"] == 1 and pd.isna(aud.loc["unpriced", "rank_cost"])
 
 
-def test_degenerate_audiences():
-    assert predict.exact_interval(np.zeros(0)) == (0, 0)
-    assert predict.exact_interval(np.zeros(10)) == (0, 0)
-    assert predict.exact_interval(np.ones(4)) == (4, 4)
+def test_declared_sample_fractions_are_reported_as_declared():
+    inf = INFLUENCERS.assign(sample_fraction=[0.002, None, 0.5, None])
+    aud = predict.audience_scores(
+        _audiences({"big": [0.01] * 1000, "small": [0.05] * 20}),
+        inf,
+        "b1",
+        datetime(2025, 1, 1, tzinfo=UTC),
+        ["big", "small"],
+    ).set_index("influencer_id")
+    assert aud.loc["big", "sample_fraction"] == 0.002 and aud.loc["big", "sample_fraction_declared"]
+    assert aud.loc["small", "sample_fraction"] == 0.01
+    assert not aud.loc["small", "sample_fraction_declared"]
 
 
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_refined_normal_approximation_agrees_with_exact(seed):
-    rng = np.random.default_rng(seed)
-    p = rng.beta(0.3, 15, 4000)
-    q = p * (1 - p)
-    approx = predict.rna_interval(len(p), p.sum(), q.sum(), (q * (1 - 2 * p)).sum())
-    exact = predict.exact_interval(p)
-    assert abs(approx[0] - exact[0]) <= 1 and abs(approx[1] - exact[1]) <= 1
-
-
-def test_dispersion_mixes_over_the_rate_and_covers_a_shared_campaign_effect():
-    rng = np.random.default_rng(5)
-    p = rng.beta(0.5, 40, 3000)
-    tau2 = 0.2
-    assert predict.rate_scales(0.0).tolist() == [1.0]
-    scales = predict.rate_scales(tau2)
-    assert scales.mean() == pytest.approx(1.0, abs=0.01)
-    assert scales.var() == pytest.approx(tau2, rel=0.2)  # 16 nodes: the tails are cut a bit
-    plain = predict.exact_interval(p)
-    wide = predict.exact_interval(p, dispersion=tau2)
-    assert wide[0] < plain[0] and wide[1] > plain[1]
-    # simulate what the dispersion stands for: one rate multiplier per campaign
-    m = rng.gamma(1 / tau2, tau2, 4000)
-    draws = (rng.random((4000, len(p))) < np.minimum(np.outer(m, p), 1)).sum(axis=1)
-    inside = (draws >= wide[0]) & (draws <= wide[1])
-    assert 0.88 <= inside.mean() <= 0.95
-    assert ((draws >= plain[0]) & (draws <= plain[1])).mean() < 0.75  # too narrow without
-
-
-@pytest.mark.parametrize("tau2", [0.05, 0.3])
-def test_approximation_agrees_with_exact_under_dispersion(tau2):
-    rng = np.random.default_rng(6)
-    p = rng.beta(0.3, 15, 4000)
-    q = p * (1 - p)
-    m = (p.sum(), q.sum(), (q * (1 - 2 * p)).sum())
-    approx = predict.rna_interval(len(p), *m, dispersion=tau2)
-    exact = predict.exact_interval(p, dispersion=tau2)
-    assert abs(approx[0] - exact[0]) <= 1 and abs(approx[1] - exact[1]) <= 1
-
-
-def test_large_audiences_switch_to_the_approximation():
-    a = predict.AudienceAccumulator()
-    rng = np.random.default_rng(4)
-    chunks = [rng.beta(0.5, 30, 3000) for _ in range(3)]
-    for c in chunks:
-        a.add(c)
-    assert a.kept > predict.EXACT_MAX and a.n == 9000
-    lo, hi = a.interval()
-    assert lo < a.m1 < hi
-    np.testing.assert_allclose(a.m1, sum(c.sum() for c in chunks))
-
-
-def test_rank_by_cost_then_rate():
+def test_rank_by_cost_and_by_rate():
     df = pd.DataFrame(
         {
-            "influencer_id": ["a", "b", "c", "d"],
-            "expected_loyal": [10.0, 4.0, 5.0, 1.0],
-            "price_per_post": [100.0, 20.0, None, None],
-            "loyal_rate": [0.01, 0.02, 0.05, 0.03],
+            "influencer_id": ["a", "b", "c", "d", "e"],
+            "cost_per_expected_loyal": [10.0, 5.0, None, None, 5.0],
+            "loyal_rate": [0.01, 0.02, 0.05, None, 0.03],
         }
     )
-    ranked = predict.rank(df)
-    # b: 0.2 loyal per unit cost beats a: 0.1; unpriced c, d follow by rate
-    assert list(ranked.influencer_id) == ["b", "a", "c", "d"]
-    assert list(ranked["rank"]) == [1, 2, 3, 4]
-    assert list(ranked.rank_basis) == ["expected_loyal_per_cost"] * 2 + ["loyal_rate"] * 2
-
-
-def test_rank_without_any_price_uses_rate():
-    df = pd.DataFrame(
-        {
-            "influencer_id": ["a", "b"],
-            "expected_loyal": [10.0, 1.0],
-            "price_per_post": [None, None],
-            "loyal_rate": [0.01, 0.02],
-        }
-    )
-    assert list(predict.rank(df).influencer_id) == ["b", "a"]
+    ranked = predict.rank_audiences(df)
+    # e and b cost the same: the higher rate first; c has no price, d no followers scored
+    assert list(ranked.influencer_id) == ["e", "b", "a", "c", "d"]
+    assert ranked.rank_cost.tolist() == [1, 2, 3, pd.NA, pd.NA]
+    assert ranked.rank_rate.tolist() == [2, 3, 4, 1, pd.NA]
 
 
 def _spec(**kw) -> FeatureSpec:

@@ -146,10 +146,21 @@ def test_influencers_are_heavy_tailed_and_price_is_sublinear(tiny_world):
     known = inf.dropna(subset=["price_per_post"])
     slope = np.polyfit(np.log(known.follower_count), np.log(known.price_per_post), 1)[0]
     assert 0.5 < slope < 0.95
-    # audiences are scaled down, more so for large accounts, and the scale is recorded
-    assert (inf.sim_audience_scale < 1).all()
-    big, small_ = inf.nlargest(2, "follower_count"), inf.nsmallest(2, "follower_count")
-    assert big.sim_audience_scale.max() < small_.sim_audience_scale.min()
+
+
+def test_the_data_is_a_uniform_sample_of_people():
+    """Every influencer has Binomial(follower_count, f) of its followers in the data, with the
+    same f for all, declared in the contract column; everyone in the data follows someone."""
+    w = sim.build_world(sim.PRESETS["small"], seed=4)
+    f = w.preset.sample_fraction
+    n = np.bincount(w.fw_inf, minlength=len(w.inf_tier))
+    expected = w.inf_followers * f
+    z = (n - expected) / np.sqrt(expected * (1 - f))
+    assert np.abs(z).max() < 4.5 and abs(z.mean()) < 0.3 and 0.7 < z.std() < 1.3
+    assert n.sum() == pytest.approx(expected.sum(), rel=0.02)
+    assert set(np.unique(w.fw_fol)) == set(range(len(w.fol_bot)))
+    tables = sim.entity_tables(w)
+    assert set(tables["influencers"]["sample_fraction"].to_pylist()) == {f}
 
 
 def test_every_tier_present_even_in_tiny():

@@ -50,7 +50,7 @@ class World:
     inf_niche: np.ndarray  # index into NICHES
     inf_price: np.ndarray  # price per post
     inf_price_known: np.ndarray
-    inf_audience: np.ndarray  # follows drawn for the influencer (the simulated audience)
+    inf_audience: np.ndarray  # its followers in the sample: Binomial(followers, sample fraction)
     inf_bot_share: np.ndarray
     inf_persuasion: np.ndarray  # logit of conversion
     # followers
@@ -128,8 +128,6 @@ def build_world(preset: Preset, seed: int, params: Params = PARAMS) -> World:
     noise = r_inf.lognormal(0, ip.price_sd, n_i)
     price = (ip.price_scale * count**ip.price_exponent * noise).round(2)
     price_known = r_inf.random(n_i) > ip.price_unknown_share
-    weight = count.astype(float) ** 0.5
-    audience = np.maximum(15, np.round(preset.n_follows * weight / weight.sum())).astype(int)
     bought = (tier <= ip.bought_max_tier) & (r_inf.random(n_i) < ip.bought_share)
     b_lo, b_hi = ip.bought_bot_share
     bot_share = np.where(
@@ -150,8 +148,13 @@ def build_world(preset: Preset, seed: int, params: Params = PARAMS) -> World:
     br_appeal = r_br.normal(0, bp.appeal_sd, n_b)
     br_repeat = r_br.normal(0, bp.repeat_sd, n_b)
 
-    # -- followers: genuine accounts first, then bots
-    n_f = preset.n_followers
+    # -- people: a uniform sample of the population, drawn so the largest audience is a small
+    # share of them; genuine accounts first, then bots
+    largest = count.max() * preset.sample_fraction
+    n_f = max(
+        preset.n_followers,
+        int(np.ceil(wp.people_per_largest_audience * largest / (1 - preset.bot_share))),
+    )
     n_bots = round(preset.bot_share * n_f)
     bot = np.zeros(n_f, bool)
     bot[n_f - n_bots :] = True
@@ -178,10 +181,17 @@ def build_world(preset: Preset, seed: int, params: Params = PARAMS) -> World:
         r_fol, interests, br_niche, size=(n_f, 2), weight=fp.interest_brand_weight
     )
 
-    # -- follows
+    # -- follows: each of an influencer's followers is in the sample with the same probability
+    audience = r_fw.binomial(count, preset.sample_fraction)
     fw_inf, fw_fol = _draw_audiences(
-        r_fw, audience, bot_share, niche, interests, bot, sociability, wp.niche_match_share
+        r_fw, audience, bot_share, niche, interests, bot, sociability, wp
     )
+    # people who follow none of the influencers are invisible to follows-based data: drop them
+    people = np.unique(fw_fol)
+    fw_fol = np.searchsorted(people, fw_fol)
+    bot, interests, activity = bot[people], interests[people], activity[people]
+    purchase_z, loyalty_z = purchase_z[people], loyalty_z[people]
+    bg_rate, fav_share, favourites = bg_rate[people], fav_share[people], favourites[people]
     n_fw = len(fw_inf)
     is_bot = bot[fw_fol]
     older = r_fw.random(n_fw) < wp.older_share
@@ -326,38 +336,52 @@ def _brand_in_niche(rng: np.random.Generator, niches: np.ndarray, br_niche: np.n
     return np.where(n > 0, order[np.minimum(pick, len(order) - 1)], anyb)
 
 
-def _draw_audiences(rng, audience, bot_share, niche, interests, bot, sociability, match_share):
-    """(influencer, follower) pairs: genuine followers favour the influencer's niche and
-    sociable accounts; bots are drawn uniformly from the bot pool. Sorted, unique."""
-    n_i = len(audience)
+def _draw_audiences(rng, audience, bot_share, niche, interests, bot, sociability, wp):
+    """(influencer, follower) pairs, sorted: `audience[i]` distinct people per influencer.
+    Genuine followers come from the influencer's niche (a share of them) and from anyone,
+    sociable people more often; bots come uniformly from the bots."""
     n_bot = rng.binomial(audience, bot_share)
     n_gen = audience - n_bot
-    n_match = rng.binomial(n_gen, match_share)
+    n_match = rng.binomial(n_gen, wp.niche_match_share)
     genuine = np.flatnonzero(~bot)
     bots = np.flatnonzero(bot)
+    niche_pools = [genuine[brand_match(interests[genuine], k)] for k in range(len(NICHES))]
+    niche_cw = [np.cumsum(sociability[pool]) for pool in niche_pools]
+    genuine_cw = np.cumsum(sociability[genuine])
     parts_inf, parts_fol = [], []
-    # niche-matched genuine followers
-    for k in range(len(NICHES)):
-        pool = genuine[((interests[genuine] >> k) & 1).astype(bool)]
-        infs = np.flatnonzero(niche == k)
-        draws = n_match[infs]
-        if not draws.sum() or not len(pool):
-            continue
-        cw = np.cumsum(sociability[pool])
-        pick = np.searchsorted(cw, rng.random(draws.sum()) * cw[-1], side="right")
-        parts_inf.append(np.repeat(infs, draws))
-        parts_fol.append(pool[np.minimum(pick, len(pool) - 1)])
-    # any genuine follower
-    cw = np.cumsum(sociability[genuine])
-    draws = n_gen - n_match
-    pick = np.searchsorted(cw, rng.random(draws.sum()) * cw[-1], side="right")
-    parts_inf.append(np.repeat(np.arange(n_i), draws))
-    parts_fol.append(genuine[np.minimum(pick, len(genuine) - 1)])
-    # bots
-    parts_inf.append(np.repeat(np.arange(n_i), n_bot))
-    parts_fol.append(bots[rng.integers(0, len(bots), n_bot.sum())])
-    key = np.unique(np.concatenate(parts_inf) * len(bot) + np.concatenate(parts_fol))
+    for i in np.flatnonzero(audience):
+        pool, cw = niche_pools[niche[i]], niche_cw[niche[i]]
+        m = min(n_match[i], int(wp.niche_pool_max_share * len(pool)))
+        matched = _sample_distinct(rng, pool, cw, m)
+        others = _sample_distinct(rng, genuine, genuine_cw, n_gen[i] - m, exclude=matched)
+        fake = _sample_distinct(rng, bots, None, n_bot[i])
+        chosen = np.concatenate([matched, others, fake])
+        parts_inf.append(np.full(len(chosen), i))
+        parts_fol.append(chosen)
+    key = np.sort(np.concatenate(parts_inf) * len(bot) + np.concatenate(parts_fol))
     return key // len(bot), key % len(bot)
+
+
+def _sample_distinct(rng, pool, cum_weight, k: int, exclude=None) -> np.ndarray:
+    """k distinct members of `pool` (not in `exclude`), drawn with probability proportional
+    to their weight (`cum_weight`: cumulative weights; None: uniform), one after another."""
+    out = np.zeros(0, dtype=pool.dtype)
+    taken = np.zeros(0, dtype=pool.dtype) if exclude is None else exclude
+    k = min(k, len(pool) - len(taken))  # exclude is drawn from the same pool
+    while len(out) < k:
+        need = k - len(out)
+        draws = need + need // 4 + 8
+        if cum_weight is None:
+            cand = pool[rng.integers(0, len(pool), draws)]
+        else:
+            idx = np.searchsorted(cum_weight, rng.random(draws) * cum_weight[-1], side="right")
+            cand = pool[np.minimum(idx, len(pool) - 1)]
+        cand = cand[~np.isin(cand, taken)]
+        _, first = np.unique(cand, return_index=True)
+        new = cand[np.sort(first)][:need]  # distinct, in the order drawn
+        out = np.concatenate([out, new])
+        taken = np.concatenate([taken, new])
+    return out
 
 
 def _draw_campaigns(rng, preset: Preset, cp, start: int, end: int, niche, br_niche):

@@ -50,6 +50,14 @@ def write_world(preset: str, seed: int, out: Path) -> Summary:
         }
         meta["world_start"] = str(WORLD_START)
         meta["preset_config"] = asdict(PRESETS[preset])
+        meta["audience_design"] = {
+            "kind": "uniform sample of people",
+            "sample_fraction": PRESETS[preset].sample_fraction,
+            "meaning": "every person of the population is in the data with this probability, "
+            "with all their follows: each influencer has Binomial(follower_count, "
+            "sample_fraction) of its followers in follows, and counts of people (audiences, "
+            "overlaps, unique reach) scale to the population by 1 / sample_fraction",
+        }
         meta["scoring_scenarios"] = [
             {
                 "scenario_id": s.scenario_id,

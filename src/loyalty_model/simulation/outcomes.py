@@ -329,5 +329,5 @@ def _pick_row_per_follower(rng, inv: np.ndarray, weight: np.ndarray) -> np.ndarr
     """For each follower (inverse index inv), one of its rows drawn with prob. ∝ weight."""
     key = rng.random(len(inv)) ** (1 / np.maximum(weight, 1e-12))  # weighted reservoir keys
     order = np.lexsort((-key, inv))
-    first = np.r_[True, inv[order][1:] != inv[order][:-1]]
+    first = np.r_[True, inv[order][1:] != inv[order][:-1]][: len(inv)]  # none for no rows
     return order[first]

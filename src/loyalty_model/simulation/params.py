@@ -32,12 +32,17 @@ NICHES: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class Preset:
-    """Size knobs of a simulated world."""
+    """Size knobs of a simulated world.
+
+    The world's people are a uniform sample of a population: every person is in it with
+    probability `sample_fraction`, with all their follows. An influencer with N followers
+    therefore has Binomial(N, sample_fraction) of them in the data, the same fraction for
+    every influencer, and audiences overlap in the sample as they do in the population."""
 
     n_influencers: int
     n_brands: int
-    n_followers: int
-    n_follows: int  # target number of follow rows (audiences are scaled to hit it)
+    n_followers: int  # people drawn at least (more when the largest audience needs more)
+    sample_fraction: float  # inclusion probability of every person
     days: int = 730
     warmup_days: int = 150  # history before the first campaign wave
     bot_share: float = 0.12  # share of accounts that are bots
@@ -48,16 +53,18 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         n_influencers=12,
-        n_brands=6,
+        n_brands=10,
         n_followers=1_600,
-        n_follows=4_000,
+        sample_fraction=0.0012,
         days=400,
         warmup_days=120,
     ),
-    "small": Preset(n_influencers=250, n_brands=40, n_followers=45_000, n_follows=125_000),
-    "medium": Preset(n_influencers=2_000, n_brands=120, n_followers=450_000, n_follows=1_250_000),
+    "small": Preset(n_influencers=250, n_brands=40, n_followers=45_000, sample_fraction=0.0015),
+    "medium": Preset(
+        n_influencers=2_000, n_brands=120, n_followers=450_000, sample_fraction=0.0015
+    ),
     "large": Preset(
-        n_influencers=15_000, n_brands=400, n_followers=4_500_000, n_follows=12_500_000
+        n_influencers=15_000, n_brands=400, n_followers=4_500_000, sample_fraction=0.0015
     ),
 }
 
@@ -117,7 +124,11 @@ class FollowerParams:
 
 @dataclass(frozen=True)
 class FollowParams:
+    # people drawn: at least this many times the largest audience, so that an audience is a
+    # small enough share of the people it is drawn from (without replacement)
+    people_per_largest_audience: float = 4.0
     niche_match_share: float = 0.65  # of an influencer's genuine followers, share from its niche
+    niche_pool_max_share: float = 0.9  # at most this share of a niche's people follow one account
     older_share: float = 0.55  # follows that started before the world does
     older_mean_days: float = 400  # exponential: how long before the start they began
     duration_mean_days: float = 300  # exponential: how long a follow lasts if it ends

@@ -21,6 +21,7 @@ class Summary:
     bots: int
     follows: int
     influencers: int
+    sample_fraction: float  # every person is in the data with this probability
     brands: int
     campaigns: int
     campaigns_closed: int
@@ -60,6 +61,7 @@ def summarise(
         bots=int(w.fol_bot.sum()),
         follows=len(w.fw_inf),
         influencers=len(w.inf_tier),
+        sample_fraction=w.preset.sample_fraction,
         brands=len(w.br_niche),
         campaigns=len(w.ca_inf),
         campaigns_closed=int((w.ca_start + LABEL_HORIZON_DAYS * DAY <= w.end).sum()),

@@ -137,15 +137,15 @@ def entity_tables(w: World) -> dict[str, pa.Table]:
     """follows, influencers, brands and campaigns as the data contract defines them."""
     ids = w.ids
     n_i = len(w.inf_tier)
+    fraction = np.full(n_i, w.preset.sample_fraction)
     influencers = pa.table(
         {
             "influencer_id": ids["i"],
             "follower_count": pa.array(w.inf_followers, pa.int64()),
             "category": pa.array(np.array(NICHES)[w.inf_niche]),
             "price_per_post": pa.array(w.inf_price, pa.float64(), mask=~w.inf_price_known),
-            # extra columns (allowed by the contract): what the simulation did to audiences
-            "sim_audience_size": pa.array(np.bincount(w.fw_inf, minlength=n_i), pa.int64()),
-            "sim_audience_scale": pa.array(np.bincount(w.fw_inf, minlength=n_i) / w.inf_followers),
+            # the design: every person is in the data with this probability
+            "sample_fraction": pa.array(fraction, pa.float64()),
         }
     )
     follows = pa.table(
