@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from loyalty_model import simulation as sim
 from loyalty_model.config import load_config
-from loyalty_model.evaluate import _spearman, evaluate_model
+from loyalty_model.evaluate import MIN_CAMPAIGN_FOLLOWERS, _spearman, evaluate_model
 from loyalty_model.model import fit
 from loyalty_model.train import fit_and_calibrate, train
 
@@ -54,14 +54,16 @@ def campaign_effect(world: sim.World, frame: pd.DataFrame) -> np.ndarray:
 
 
 def paired_bootstrap(test: pd.DataFrame, a: np.ndarray, b: np.ndarray, n: int = 500):
-    """90 % intervals of (a - b) in PR-AUC and in audience Spearman (vs actual rates),
-    resampling test campaigns."""
+    """90 % intervals of (a - b) in PR-AUC and in audience Spearman (vs actual rates, over
+    campaigns of at least MIN_CAMPAIGN_FOLLOWERS followers, as evaluate does), resampling
+    test campaigns."""
     from sklearn.metrics import average_precision_score
 
     df = test[["campaign_id", "label"]].assign(a=a, b=b)
     camps = df["campaign_id"].unique()
     per = {c: g for c, g in df.groupby("campaign_id")}
     rates = df.groupby("campaign_id")[["a", "b", "label"]].mean()
+    rates["n"] = df.groupby("campaign_id").size()
     rng = np.random.default_rng(0)
     d_pr, d_sp = [], []
     for _ in range(n):
@@ -72,6 +74,7 @@ def paired_bootstrap(test: pd.DataFrame, a: np.ndarray, b: np.ndarray, n: int = 
             - average_precision_score(rows["label"], rows["b"])
         )
         r = rates.loc[pick]
+        r = r[r["n"] >= MIN_CAMPAIGN_FOLLOWERS]
         d_sp.append(_spearman(r["a"], r["label"]) - _spearman(r["b"], r["label"]))
     return np.nanpercentile(d_pr, [5, 95]), np.nanpercentile(d_sp, [5, 95])
 

@@ -4,10 +4,13 @@ For every scoring scenario of a simulated world (simulation.json: a brand and an
 when the simulator knows every audience's true loyal rate), score all audiences with a model
 and compare with the truth: Spearman of predicted vs true cost per loyal customer over the
 priced influencers, overlap of the predicted and true top 10 / top 20 (by cost and by rate),
-and the tier table. For reference, the same comparison for: the ranking the files made before
-output schema 2.0 (price over expected loyal customers among the followers scored); the model
-with the nano audiences' rates replaced by the truth; and a predictor that knows every hidden
-variable of the world but each influencer's persuasion.
+and the tier table. For reference, the same comparison for: ranking by price per follower (no
+loyalty information); the ranking the files made before output schema 2.0 (price over expected
+loyal customers among the followers scored); the model with the nano audiences' rates replaced
+by the truth; a predictor that knows every hidden variable of the world but each influencer's
+persuasion; and the model over influencers with at least 30 followers in the data. The truth is
+over the followers in the data: the tier table adds the share of the spread of true rates that
+is the sampling noise of those followers (where it is large, the truth ranks samples).
 
     python benchmarks/audience_truth.py [--data DIR] [--model URI] [--out FILE.json]
 
@@ -29,6 +32,7 @@ from loyalty_model import engines, io, tracking
 from loyalty_model import simulation as sim
 from loyalty_model.config import TrackingConfig
 from loyalty_model.evaluate import audiences_against_truth, scenarios_of
+from loyalty_model.predict import THIN_SAMPLE
 from loyalty_model.simulation.truth import Scenario, scenario_truth
 from loyalty_model.train import audiences_against_scenarios
 
@@ -62,9 +66,12 @@ def main() -> None:
                 "scored_scale_top20_overlap_cost": before.metrics["top20_overlap_cost"],
                 **_nano_perfect(aud, t),
                 **bounds.get(sc["scenario_id"], {}),
+                "spearman_cost_30_followers": audiences_against_truth(
+                    aud, t[t["followers_in_data"] >= THIN_SAMPLE]
+                ).metrics["spearman_cost"],
             }
         )
-    tiers = check.tiers
+    tiers = check.tiers.merge(_sampling_noise(args.data, truth), on=["scenario_id", "tier"])
     table = pd.DataFrame(rows).assign(as_of=lambda d: d["as_of"].astype(str).str[:10])
     pd.set_option("display.width", 200)
     print(f"model {ref['uri']} (version {ref['version']}), data {args.data}")
@@ -87,6 +94,26 @@ def main() -> None:
                 default=str,
             )
         )
+
+
+def _sampling_noise(data: Path, truth: pd.DataFrame) -> pd.DataFrame:
+    """Per scenario and tier: the share of the spread of the true rates across audiences that
+    is the sampling noise of their followers in the data (the variance of p_true within an
+    audience over its followers, averaged, divided by the variance of the rates). The truth is
+    over the followers in the data; where this share is large, it ranks samples, not
+    audiences."""
+    rows = pd.read_parquet(data / "ground_truth_scoring.parquet")
+    within = (
+        rows.groupby(["scenario_id", "influencer_id"])["p_true"]
+        .agg(var="var", n="size")
+        .reset_index()
+    )
+    m = truth.merge(within, on=["scenario_id", "influencer_id"])
+    m = m[m["n"] >= 2]
+    out = m.groupby(["scenario_id", "tier"]).apply(
+        lambda g: (g["var"] / g["n"]).mean() / g["true_loyal_rate"].var(), include_groups=False
+    )
+    return out.rename("sampling_noise_share").reset_index()
 
 
 def _nano_perfect(aud: pd.DataFrame, truth: pd.DataFrame) -> dict[str, float]:

@@ -113,23 +113,35 @@ def _truth_section(result) -> str:
     check = result.truth
     if check is None:
         return ""
-    cols = [
-        "scenario_id",
-        "brand_id",
-        "priced_influencers",
-        "spearman_cost",
-        "top10_overlap_cost",
-        "top20_overlap_cost",
-        "spearman_rate",
-        "top20_overlap_rate",
-    ]
-    per = check.scenarios[cols].copy()
+    per = check.scenarios.reindex(
+        columns=[
+            "scenario_id",
+            "brand_id",
+            "priced_influencers",
+            "spearman_cost",
+            "top10_overlap_cost",
+            "top20_overlap_cost",
+            "spearman_rate",
+            "top20_overlap_rate",
+            "spearman_cost_per_follower",
+            "top20_overlap_cost_per_follower",
+        ]
+    ).astype({"priced_influencers": int, "top10_overlap_cost": int, "top20_overlap_cost": int})
+    per = per.astype({"top20_overlap_rate": int, "top20_overlap_cost_per_follower": int})
     tiers = (
         check.tiers.drop(columns="scenario_id")
         .groupby("tier", sort=False)
         .mean()
         .reset_index()
-        .rename(columns=lambda c: c.replace("_loyal", ""))
+        .astype({"influencers": int})
+        .rename(
+            columns={
+                "mean_loyal_rate": "mean rate",
+                "true_mean_loyal_rate": "true mean rate",
+                "median_cost_per_loyal": "median cost per loyal",
+                "true_median_cost_per_loyal": "true median cost per loyal",
+            }
+        )
     )
     return f"""## Audiences against the simulator's ground truth
 
@@ -137,7 +149,10 @@ For each scoring scenario of the simulated world (a brand and an as-of date when
 knows every audience's true loyal rate had the influencer run the campaign), every audience was
 scored with this model and compared with the truth: Spearman of predicted vs true cost per
 loyal customer over the priced influencers, and how many of the true 10 / 20 best are among the
-predicted 10 / 20 best (by cost; by loyal rate). `benchmarks/audience_truth.py` gives more.
+predicted 10 / 20 best (by cost; by loyal rate). The last two columns are the floor: ranking
+by price per follower, which knows nothing about loyalty. The truth is over the followers in the
+data, so it cannot show what carrying a thin sample's rate over to a whole audience costs
+(`benchmarks/audience_truth.py` gives more).
 
 {table_md(per)}
 

@@ -408,8 +408,11 @@ def predict(
             batches, loaded, model_ref, brand, as_of_dt, writer.write, advance
         )
         writer.close()
-        disp = loaded.calibrator.audience_dispersion
-        aud = scoring.audience_scores(audiences, inf_frame, brand, as_of_dt, ids, disp)
+        cal = loaded.calibrator
+        disp = cal.audience_dispersion
+        aud = scoring.audience_scores(
+            audiences, inf_frame, brand, as_of_dt, ids, disp, cal.audience_spread
+        )
         io.write_frame(aud, tmp / f"audience_scores.{fmt}", fmt)
         manifest = {
             "output_schema_version": scoring.OUTPUT_SCHEMA_VERSION,
@@ -505,6 +508,8 @@ def _progress(total: int):
 
 
 def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pred: float):
+    from loyalty_model.predict import THIN_SAMPLE
+
     brand = aud["brand_id"].iloc[0] if len(aud) else ""
     t = Table(
         title=f"top audiences for {brand} by cost per expected loyal customer "
@@ -530,7 +535,7 @@ def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pr
             r.influencer_id,
             str(r.tier),
             f"{r.follower_count:,}",
-            f"{r.followers_scored:,}",
+            f"{r.followers_scored:,}" + ("*" if r.followers_scored < THIN_SAMPLE else " "),
             _num(r.loyal_per_1k_followers, "{:.1f}"),
             _num(r.expected_loyal, "{:,.0f}"),
             _num(r.expected_loyal_low, "{:,.0f}") + _num(r.expected_loyal_high, "–{:,.0f}"),
@@ -538,6 +543,11 @@ def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pr
             _num(r.cost_per_expected_loyal, "{:,.2f}"),
         )
     Console(width=max(console.width, 120)).print(t)  # a log file is no reason to wrap it
+    if (aud.head(10)["followers_scored"] < THIN_SAMPLE).any():
+        console.print(
+            f"* fewer than {THIN_SAMPLE} of the audience's followers in the data: the rate rests "
+            "on a handful of people (the interval says how much)"
+        )
     console.print(
         f"{written:,} followers scored in {seconds:.1f}s "
         f"(model {t_pred:.1f}s); files in [bold]{out}[/]: follower_scores, audience_scores, "
@@ -558,10 +568,11 @@ def _print_against_truth(aud, truth) -> None:
 
     m = audiences_against_truth(aud, truth).metrics
     console.print(
-        f"against the simulator's ground truth: Spearman {m['spearman_cost']:.2f} between "
-        f"predicted and true cost per loyal customer ({m['priced_influencers']:.0f} priced "
-        f"influencers); {m['top10_overlap_cost']:.0f} of the true top 10 and "
-        f"{m['top20_overlap_cost']:.0f} of the true top 20 are in the predicted ones",
+        f"against the simulator's ground truth (of the followers in the data): Spearman "
+        f"{m['spearman_cost']:.2f} between predicted and true cost per loyal customer "
+        f"({m['priced_influencers']:.0f} priced influencers; price per follower alone: "
+        f"{m['spearman_cost_per_follower']:.2f}); {m['top10_overlap_cost']:.0f} of the true top "
+        f"10 and {m['top20_overlap_cost']:.0f} of the true top 20 are in the predicted ones",
         highlight=False,
     )
 

@@ -339,7 +339,9 @@ def audiences_against_truth(pred: pd.DataFrame, truth: pd.DataFrame) -> TruthCom
 
     Costs are compared over influencers with a price where both sides have a cost; rates over
     influencers with followers in the data. Top-k overlap: how many of the true k best are
-    among the predicted k best (lowest cost, highest rate)."""
+    among the predicted k best (lowest cost, highest rate). The `*_cost_per_follower` metrics
+    are the floor any ranking should clear: price per follower, which knows nothing about
+    loyalty (every audience assumed to convert at the same rate)."""
     t = truth.set_index("influencer_id")
     p = pred.set_index("influencer_id").reindex(t.index)
     cost = pd.DataFrame({"pred": p["cost_per_expected_loyal"], "true": t["true_cost_per_loyal"]})
@@ -352,6 +354,11 @@ def audiences_against_truth(pred: pd.DataFrame, truth: pd.DataFrame) -> TruthCom
         "spearman_cost": _spearman(cost["pred"], cost["true"]),
         "spearman_rate": _spearman(rate["pred"], rate["true"]),
     }
+    per_follower = (t["price_per_post"] / t["follower_count"]).reindex(cost.index)
+    m["spearman_cost_per_follower"] = _spearman(per_follower, cost["true"])
+    m["top20_overlap_cost_per_follower"] = float(
+        len(_top(per_follower, 20, True) & _top(cost["true"], 20, True))
+    )
     for k in (10, 20):
         m[f"top{k}_overlap_cost"] = float(
             len(_top(cost["pred"], k, True) & _top(cost["true"], k, True))

@@ -10,9 +10,11 @@ it uncertain, and an interval accounts for each that applies:
    (the model's `audience_dispersion`), integrated over `RATE_NODES` equal-probability nodes;
 3. **sampling**, on the full-audience scale: when `follows` holds n of an audience of N, the
    other N - n followers are unseen. Under a uniform sample each of them is loyal with the
-   sample's mean rate r, and r itself is uncertain by the spread s^2 of the probabilities
-   (shrunk toward a pooled spread for small samples): for a rate multiplier c the count has
-   mean c (sum p + (N - n) r) and variance
+   sample's mean rate r, and r itself is uncertain by the spread s^2 of the probabilities (the
+   sample's own spread shrunk toward a prior spread with the weight of `VARIANCE_PRIOR_DF`
+   followers, so that a handful of followers does not claim certainty; the prior is the
+   model's spread within audiences of the influencer's tier): for a rate multiplier c the
+   count has mean c (sum p + (N - n) r) and variance
 
        sum c p (1 - c p)  +  (N - n) c r (1 - c r)  +  (N - n)^2 c^2 s^2 / n
 
@@ -31,7 +33,7 @@ INTERVAL = 0.90
 EXACT_MAX = 5_000  # audiences up to this size get the exact Poisson-binomial interval
 RATE_NODES = 16  # quadrature nodes of the audience rate multiplier
 GRID_POINTS = 4_001  # counts at which a wide approximate CDF is evaluated
-VARIANCE_PRIOR_DF = 10  # pseudo-followers of the pooled spread in a sample's spread of p
+VARIANCE_PRIOR_DF = 10  # pseudo-followers of the prior spread in a sample's spread of p
 
 
 def rate_scales(dispersion: float, nodes: int = RATE_NODES) -> np.ndarray:
@@ -101,6 +103,9 @@ def mixture_interval(
         k = np.arange(math.floor(lo_k), math.ceil(hi_k) + 1, dtype=float)
     else:  # a wide range: quantiles to within (range / GRID_POINTS)
         k = np.unique(np.round(np.linspace(lo_k, hi_k, GRID_POINTS)))
+    # a node whose rate multiplier pushes probabilities past 1 has no valid moments: keep its
+    # mean within [0, upper] and its variance non-negative
+    cumulants = [(min(max(k1, 0.0), upper), max(v, 0.0), k3) for k1, v, k3 in cumulants]
     cdf = np.maximum.accumulate(np.mean([_rna_cdf(k, *c) for c in cumulants], axis=0))
     lo, hi = _quantiles_from_cdf(cdf, level)
     return int(k[lo]), int(k[hi])
@@ -172,12 +177,14 @@ class AudienceAccumulator:
         self,
         full_size: int,
         dispersion: float = 0.0,
-        pooled_variance: float | None = None,
+        prior_variance: float | None = None,
         level: float = INTERVAL,
     ) -> tuple[int, int]:
         """Interval of the loyal count in the whole audience of `full_size` followers, of
         which these are a uniform sample (the module docstring has the model).
-        `pooled_variance`: the spread of p to shrink this sample's spread toward."""
+        `prior_variance`: the spread of p to shrink this sample's spread toward (the model's
+        spread within audiences of this tier); None: r (1 - r), the largest spread an audience
+        with mean r can have."""
         if self.n == 0:
             raise ValueError("no followers scored: the audience's rate is unknown")
         unseen = full_size - self.n
@@ -188,9 +195,8 @@ class AudienceAccumulator:
         s1, s2, s3 = _power_sums(self.m1, self.m2, self.m3)
         r = s1 / self.n
         ss, df = self.spread()
-        prior = VARIANCE_PRIOR_DF if pooled_variance is not None else 0
-        pooled = pooled_variance or 0.0
-        var_p = (ss + prior * pooled) / (df + prior) if df + prior > 0 else 0.0
+        prior = r * (1 - r) if prior_variance is None else prior_variance
+        var_p = (ss + VARIANCE_PRIOR_DF * prior) / (df + VARIANCE_PRIOR_DF)
         cumulants = []
         for c in rate_scales(dispersion):
             mean = c * (s1 + unseen * r)

@@ -39,6 +39,10 @@ class Calibrator:
     `audience_dispersion` (tau^2) calibrates the audience intervals: the relative variance of an
     audience's true rate around its predicted rate (campaign-level effects no follower history
     shows), estimated on out-of-fold campaigns. 0 means followers are treated as independent.
+
+    `audience_spread`: per influencer tier, the variance of predicted probabilities within an
+    audience (out-of-fold, pooled over campaigns of that tier): what a handful of scored
+    followers is shrunk toward when their mean stands for a whole audience.
     """
 
     method: str = "none"
@@ -47,6 +51,7 @@ class Calibrator:
     x: tuple[float, ...] = ()
     y: tuple[float, ...] = ()
     audience_dispersion: float = 0.0
+    audience_spread: dict[str, float] = field(default_factory=dict)
 
     def apply(self, p: np.ndarray) -> np.ndarray:
         p = np.asarray(p, dtype=float)
@@ -64,12 +69,14 @@ class Calibrator:
             "x": list(self.x),
             "y": list(self.y),
             "audience_dispersion": self.audience_dispersion,
+            "audience_spread": dict(self.audience_spread),
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> Calibrator:
         disp = float(d.get("audience_dispersion", 0.0))  # absent in models saved before it
-        return cls(d["method"], d["a"], d["b"], tuple(d["x"]), tuple(d["y"]), disp)
+        spread = {k: float(v) for k, v in d.get("audience_spread", {}).items()}
+        return cls(d["method"], d["a"], d["b"], tuple(d["x"]), tuple(d["y"]), disp, spread)
 
 
 def _fit_one(method: str, y: np.ndarray, p: np.ndarray) -> Calibrator:
@@ -123,6 +130,19 @@ def audience_dispersion(y: np.ndarray, p: np.ndarray, groups: np.ndarray) -> flo
     if len(a) < 2 or denom <= 0:
         return 0.0
     return max(0.0, float((((a["y"] - a["e"]) ** 2) - a["v"]).sum()) / denom)
+
+
+def audience_spread(p: np.ndarray, groups: np.ndarray, tiers: np.ndarray) -> dict[str, float]:
+    """Per tier, the variance of p within an audience (group), pooled over its audiences:
+    sum of squared deviations from each audience's mean over sum of (followers - 1)."""
+    df = pd.DataFrame({"g": groups, "t": tiers, "p": np.asarray(p, float)})
+    dev = df["p"] - df.groupby("g")["p"].transform("mean")
+    df["ss"] = dev**2
+    per = df.groupby(["t", "g"]).agg(ss=("ss", "sum"), n=("p", "size")).reset_index()
+    per["df"] = per["n"] - 1
+    tot = per.groupby("t")[["ss", "df"]].sum()
+    tot = tot[tot["df"] > 0]
+    return {str(t): float(r.ss / r.df) for t, r in tot.iterrows()}
 
 
 def make_estimator(cfg: ModelConfig) -> lgb.LGBMClassifier:

@@ -27,6 +27,9 @@ from loyalty_model.spine import scoring_spine
 # 2.0: counts, costs and ranks on the full-audience scale; rank_cost and rank_rate replace
 # rank and rank_basis; sample fraction columns; currency in the manifest (CHANGELOG.md)
 OUTPUT_SCHEMA_VERSION = "2.0"
+# below this many followers scored an audience's rate rests on a handful of people: the printed
+# ranking marks it (the interval says how much)
+THIN_SAMPLE = 30
 
 FOLLOWER_SCHEMA = pa.schema(
     [
@@ -165,12 +168,16 @@ def audiences_for(
             acc.setdefault(key, AudienceAccumulator()).add(g["p"].to_numpy())
     inf = con.execute("SELECT * FROM influencers ORDER BY influencer_id").df()
     ids = list(inf["influencer_id"])
-    disp = model.calibrator.audience_dispersion
+    cal = model.calibrator
     out = []
     for brand_id, as_of in requests:
         ts = pd.Timestamp(as_of)
         mine = {i: a for (b, t, i), a in acc.items() if b == brand_id and t == ts}
-        out.append(audience_scores(mine, inf, brand_id, as_of, ids, disp))
+        out.append(
+            audience_scores(
+                mine, inf, brand_id, as_of, ids, cal.audience_dispersion, cal.audience_spread
+            )
+        )
     return out
 
 
@@ -206,52 +213,58 @@ def audience_scores(
     as_of: datetime,
     requested: list[str],
     dispersion: float = 0.0,
+    spread: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """One row per requested influencer, on the full-audience scale, ranked.
 
     The loyal rate of the followers scored carries over to the whole audience the price buys
-    (`follower_count`); counts and costs are that rate times `follower_count`. Intervals carry
-    the model's audience `dispersion` and, where `follows` holds only part of the audience,
-    the sampling. An influencer with no followers scored has no rate, count or cost."""
+    (`follower_count`, or the followers scored where the count says fewer); counts and costs
+    are that rate times the whole audience. Intervals carry the model's audience `dispersion`
+    and, where `follows` holds only part of the audience, the sampling, with the spread of
+    probabilities shrunk toward the model's `spread` for the influencer's tier (for models
+    without one, toward the spread pooled over this request). An influencer with no followers
+    scored has no rate, count or cost."""
     info = influencers.set_index("influencer_id")
     declared_col = info.get("sample_fraction")
     empty = AudienceAccumulator()
-    pooled = pooled_variance([audiences[i] for i in requested if i in audiences])
+    pooled = (
+        None if spread else pooled_variance([audiences[i] for i in requested if i in audiences])
+    )
     rows = []
     for inf_id in requested:
         a = audiences.get(inf_id, empty)
         count = int(info.at[inf_id, "follower_count"])
+        whole = max(count, a.n)  # a stale follower_count below the followers seen: at least them
         price = info.at[inf_id, "price_per_post"]
         price = None if pd.isna(price) else float(price)
         declared = None if declared_col is None else declared_col.at[inf_id]
         declared = None if pd.isna(declared) else float(declared)
+        tier = tier_of(count)
         row = {
             "influencer_id": inf_id,
             "brand_id": brand_id,
             "as_of": pd.Timestamp(as_of),
-            "tier": tier_of(count),
+            "tier": tier,
             "category": info.at[inf_id, "category"],
             "follower_count": count,
             "price_per_post": price,
             "followers_scored": a.n,
-            "sample_fraction": (
-                declared if declared is not None else (min(1.0, a.n / count) if count else None)
-            ),
+            "sample_fraction": declared if declared is not None else (a.n / whole if a.n else None),
             "sample_fraction_declared": declared is not None,
             "expected_loyal_scored": a.m1,
         }
         lo_s, hi_s = a.interval(dispersion)
         row["expected_loyal_scored_low"], row["expected_loyal_scored_high"] = lo_s, hi_s
         if a.n:
-            rate = a.rate
-            expected = rate * count
-            lo, hi = a.full_interval(count, dispersion, pooled) if count else (0, 0)
+            prior = spread.get(tier, pooled) if spread else pooled
+            expected = a.rate * whole
+            lo, hi = a.full_interval(whole, dispersion, prior)
             row.update(
                 expected_loyal=expected,
                 expected_loyal_low=float(lo),
                 expected_loyal_high=float(hi),
-                loyal_rate=rate,
-                loyal_per_1k_followers=1000 * rate,
+                loyal_rate=a.rate,
+                loyal_per_1k_followers=1000 * a.rate,
                 cost_per_expected_loyal=(
                     price / expected if price is not None and expected > 0 else None
                 ),
@@ -259,10 +272,8 @@ def audience_scores(
         rows.append(row)
     df = pd.DataFrame(rows).reindex(columns=[c for c in AUDIENCE_COLUMNS if "rank" not in c])
     float_cols = [c for c in df.columns if c.startswith(("expected_", "cost_", "loyal_"))]
+    float_cols += ["price_per_post", "sample_fraction"]
     df[float_cols] = df[float_cols].astype("float64")
-    df[["price_per_post", "sample_fraction"]] = df[["price_per_post", "sample_fraction"]].astype(
-        "float64"
-    )
     return rank_audiences(df)[list(AUDIENCE_COLUMNS)]
 
 
@@ -271,6 +282,9 @@ def audience_summary(aud: pd.DataFrame) -> dict:
     declared = aud["sample_fraction_declared"]
     return {
         "influencers": len(aud),
+        "follower_count_below_followers_scored": int(
+            (aud["follower_count"] < aud["followers_scored"]).sum()
+        ),
         "ranked_by_cost": int(aud["rank_cost"].notna().sum()),
         "ranked_by_rate": int(aud["rank_rate"].notna().sum()),
         "without_price": int(aud["price_per_post"].isna().sum()),
@@ -286,17 +300,20 @@ def audience_summary(aud: pd.DataFrame) -> dict:
 def rank_audiences(df: pd.DataFrame) -> pd.DataFrame:
     """Two ranks, 1 = best, on the full-audience scale:
 
-    - `rank_cost`: influencers with a price and an estimate, by cost per expected loyal
-      customer (lowest first; ties by loyal rate, then id); null for the others;
+    - `rank_cost`: influencers with a price and followers scored, by cost per expected loyal
+      customer (lowest first; ties by loyal rate, then id); those expected to bring no loyal
+      customer at all come last; null without a price or followers scored;
     - `rank_rate`: every influencer with followers scored, by loyal rate (highest first;
       ties by id); null for those without followers scored.
 
-    Rows are ordered by rank_cost, then rank_rate, then id: priced influencers first, then
-    the unpriced ones by rate, so none disappears to the bottom for lack of a price."""
+    Every influencer the data say something about has a rank by rate, so none is lost for
+    lack of a price. Rows are ordered by rank_cost, then rank_rate, then id: priced
+    influencers first, then the unpriced ones by rate."""
     df = df.copy()
     ids = df["influencer_id"].to_numpy()
-    cost = df["cost_per_expected_loyal"].astype("float64")
     rate = df["loyal_rate"].astype("float64")
+    priced = df["price_per_post"].notna() & rate.notna()
+    cost = df["cost_per_expected_loyal"].astype("float64").where(~priced | rate.gt(0), np.inf)
 
     def ranks(valid: pd.Series, *keys) -> pd.array:
         order = np.lexsort((ids, *keys))
@@ -305,7 +322,7 @@ def rank_audiences(df: pd.DataFrame) -> pd.DataFrame:
         out[order] = np.arange(1, len(order) + 1)
         return pd.array(np.where(out > 0, out, None), dtype="Int64")
 
-    df["rank_cost"] = ranks(cost.notna(), -rate.fillna(0), cost.fillna(0))
+    df["rank_cost"] = ranks(priced, -rate.fillna(0), cost.fillna(np.inf))
     df["rank_rate"] = ranks(rate.notna(), -rate.fillna(0))
     big = len(df) + 1
     order = np.lexsort(

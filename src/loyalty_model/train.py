@@ -12,7 +12,7 @@ import pandas as pd
 
 from loyalty_model import engines, features, io, predict, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
-from loyalty_model.contract import TABLES
+from loyalty_model.contract import TABLES, TIERS
 from loyalty_model.evaluate import (
     Evaluation,
     audiences_against_truth,
@@ -23,6 +23,7 @@ from loyalty_model.evaluate import (
 from loyalty_model.model import (
     LoyaltyModel,
     audience_dispersion,
+    audience_spread,
     cross_fit,
     feature_spec,
     fit,
@@ -62,6 +63,8 @@ class TruthCheck:
             "top20_overlap_cost",
             "top10_overlap_rate",
             "top20_overlap_rate",
+            "spearman_cost_per_follower",
+            "top20_overlap_cost_per_follower",
         ]
         means = self.scenarios[cols].mean()
         return {"truth_scenarios": float(len(self.scenarios))} | {
@@ -206,7 +209,10 @@ def fit_and_calibrate(
     calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
     p_oof = calibrator.apply(oof)
     disp = audience_dispersion(y, p_oof, both["campaign_id"].to_numpy())
-    calibrator = replace(calibrator, audience_dispersion=disp)
+    tier_codes = both["inf_tier"] if "inf_tier" in both else pd.Series(-1, index=both.index)
+    tiers = tier_codes.map(dict(enumerate(TIERS))).fillna("unknown").to_numpy()
+    spread = audience_spread(p_oof, both["campaign_id"].to_numpy(), tiers)
+    calibrator = replace(calibrator, audience_dispersion=disp, audience_spread=spread)
     final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
     model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
     info = {

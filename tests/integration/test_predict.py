@@ -51,7 +51,9 @@ def test_a_scenario_of_the_simulator_is_checked_against_its_truth(trained, tmp_p
         app, ["predict", "--data", str(trained), "--out", str(tmp_path / "o"), *args]
     )
     assert result.exit_code == 0, result.output
-    assert "against the simulator's ground truth: Spearman" in result.output
+    assert "against the simulator's ground truth (of the followers in the data): Spearman" in (
+        result.output
+    )
     # another request: nothing to compare with
     other = run_predict(trained, tmp_path / "p", "--as-of", "2024-03-01")
     assert other.exit_code == 0 and "ground truth" not in other.output

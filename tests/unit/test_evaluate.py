@@ -142,6 +142,8 @@ def test_audiences_against_truth_counts_overlaps_and_ranks():
             "tier": ["nano"] * 10 + ["micro"] * 20,
             "true_loyal_rate": true_rate,
             "true_cost_per_loyal": price / (true_rate * 1000),
+            "price_per_post": price,
+            "follower_count": 1000,
         }
     )
     # predictions: the true order, except the two best rates swapped with the two worst
@@ -167,6 +169,8 @@ def test_audiences_against_truth_counts_overlaps_and_ranks():
     )
     assert perfect.metrics["spearman_cost"] == pytest.approx(1.0)
     assert perfect.metrics["top20_overlap_cost"] == 20
+    # the floor: price per follower is the same for all here, so it cannot rank at all
+    assert np.isnan(r.metrics["spearman_cost_per_follower"])
     tiers = r.tiers.set_index("tier")
     assert list(tiers.index) == ["nano", "micro"] and tiers.loc["nano", "influencers"] == 10
     assert tiers.loc["micro", "true_mean_loyal_rate"] == pytest.approx(true_rate[10:].mean())

@@ -95,7 +95,7 @@ def test_large_audiences_switch_to_the_approximation():
     np.testing.assert_allclose(a.m1, sum(c.sum() for c in chunks))
 
 
-def full_audience_coverage(population, n, tau2, reps, seed, pooled=None):
+def full_audience_coverage(population, n, tau2, reps, seed, prior=None):
     """Share of realised whole-audience counts inside the interval computed from a uniform
     sample of n of the population (a new sample and a new campaign each time), and the share
     inside the naive interval that scales the sample's own interval up."""
@@ -106,7 +106,7 @@ def full_audience_coverage(population, n, tau2, reps, seed, pooled=None):
         sample = population[rng.choice(big, n, replace=False)]
         a = intervals.AudienceAccumulator()
         a.add(sample)
-        lo, hi = a.full_interval(big, tau2, pooled)
+        lo, hi = a.full_interval(big, tau2, prior)
         c = rng.gamma(1 / tau2, tau2) if tau2 > 0 else 1.0
         count = (rng.random(big) < np.minimum(c * population, 1)).sum()
         inside += lo <= count <= hi
@@ -120,19 +120,23 @@ POPULATION = np.random.default_rng(11).beta(0.5, 15, 4000)
 
 @pytest.mark.parametrize(("n", "tau2"), [(400, 0.0), (40, 0.2), (8, 0.2), (8, 0.0)])
 def test_full_audience_interval_covers_ninety_percent_of_whole_audiences(n, tau2):
-    var = POPULATION.var(ddof=1)  # what pooling over many audiences estimates
-    coverage, scaled = full_audience_coverage(POPULATION, n, tau2, 1500, seed=n, pooled=var)
+    var = POPULATION.var(ddof=1)  # the spread within audiences like this one (the model's)
+    coverage, scaled = full_audience_coverage(POPULATION, n, tau2, 1500, seed=n, prior=var)
     assert 0.86 <= coverage <= 0.95
     # scaling the sample's own interval up scales chance by N/n instead of sqrt(N/n): too wide
     assert scaled > 0.98
 
 
-def test_tiny_samples_need_the_pooled_spread():
-    """Eight followers say little about the spread of an audience: alone, the interval is
-    too narrow; shrunk toward the pooled spread it covers."""
-    alone, _ = full_audience_coverage(POPULATION, 8, 0.0, 1500, seed=8)
-    pooled, _ = full_audience_coverage(POPULATION, 8, 0.0, 1500, seed=8, pooled=POPULATION.var())
-    assert alone < 0.85 < pooled
+def test_tiny_samples_need_the_spread_of_audiences_like_theirs():
+    """Eight followers say little about the spread of an audience. Shrunk toward the spread
+    of audiences like it, the interval covers; toward a third of it (the spread of a mega
+    audience pooled with a nano one) it is too narrow; without a prior (the largest spread
+    the rate allows) it is wide."""
+    var = POPULATION.var()
+    right, _ = full_audience_coverage(POPULATION, 8, 0.0, 1500, seed=8, prior=var)
+    narrow, _ = full_audience_coverage(POPULATION, 8, 0.0, 1500, seed=8, prior=var / 3)
+    wide, _ = full_audience_coverage(POPULATION, 8, 0.0, 1500, seed=8)
+    assert narrow < 0.86 <= right <= 0.95 < wide
 
 
 def test_full_audience_interval_is_the_poisson_binomial_when_everyone_is_scored():
@@ -144,12 +148,11 @@ def test_full_audience_interval_is_the_poisson_binomial_when_everyone_is_scored(
     assert lo < 100 * a.m1 < hi  # the whole audience: rate times its size
 
 
-def test_a_sample_of_identical_followers_borrows_the_pooled_spread():
+def test_a_sample_of_identical_followers_borrows_the_prior_spread():
     a = intervals.AudienceAccumulator()
     a.add(np.zeros(3))  # three bots: no spread of their own
-    lo0, hi0 = a.full_interval(3000)
-    lo, hi = a.full_interval(3000, pooled_variance=0.002)
-    assert (lo0, hi0) == (0, 0) and lo == 0 and hi > 10
+    lo, hi = a.full_interval(3000, prior_variance=0.002)
+    assert lo == 0 and hi > 10
 
 
 def test_pooled_variance_weights_audiences_by_degrees_of_freedom():

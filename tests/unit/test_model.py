@@ -69,3 +69,14 @@ def test_fit_and_calibrate_refits_on_train_and_valid():
     assert info["audience_dispersion"] == model.calibrator.audience_dispersion >= 0
     # campaigns differ far more than their followers' coin flips: a large dispersion
     assert info["audience_dispersion"] > 0.1
+
+
+def test_audience_spread_pools_within_audience_variance_by_tier():
+    from loyalty_model.model import audience_spread
+
+    p = np.array([0.1, 0.3, 0.0, 0.0, 0.3, 0.3, 0.5, 0.2])
+    groups = np.array(["a", "a", "b", "b", "b", "b", "c", "d"])
+    tiers = np.array(["nano"] * 6 + ["mega"] * 2)
+    spread = audience_spread(p, groups, tiers)
+    # nano: a has 0.02 over 1 df, b has 4 * 0.15^2 over 3; mega: one follower each, no spread
+    assert spread == {"nano": pytest.approx((0.02 + 0.09) / 4)}

@@ -90,6 +90,7 @@ def test_rank_by_cost_and_by_rate():
     df = pd.DataFrame(
         {
             "influencer_id": ["a", "b", "c", "d", "e"],
+            "price_per_post": [100.0, 100.0, None, 100.0, 150.0],
             "cost_per_expected_loyal": [10.0, 5.0, None, None, 5.0],
             "loyal_rate": [0.01, 0.02, 0.05, None, 0.03],
         }
@@ -137,3 +138,43 @@ def test_spec_check_accepts_current_version():
 def test_spec_check_refuses_what_it_cannot_build(change, message):
     with pytest.raises(predict.ScoringError, match=message):
         predict.check_spec(_Model(_spec(**change)))
+
+
+def test_an_interval_does_not_depend_on_the_other_influencers_requested():
+    rng = np.random.default_rng(3)
+    acc = _audiences({"small": rng.beta(1, 30, 5), "big": rng.beta(1, 30, 1000)})
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    spread = {"nano": 0.0015, "mega": 0.0005}
+    both = predict.audience_scores(acc, INFLUENCERS, "b1", when, ["small", "big"], 0.1, spread)
+    alone = predict.audience_scores(acc, INFLUENCERS, "b1", when, ["small"], 0.1, spread)
+    cols = ["expected_loyal_low", "expected_loyal_high"]
+    pd.testing.assert_frame_equal(
+        both.set_index("influencer_id").loc[["small"], cols],
+        alone.set_index("influencer_id").loc[["small"], cols],
+    )
+
+
+def test_edge_cases_of_the_whole_audience():
+    inf = pd.DataFrame(
+        {
+            "influencer_id": ["stale", "nobody", "unseen", "fine"],
+            "follower_count": [3, 4_000, 4_000, 4_000],
+            "category": ["food"] * 4,
+            "price_per_post": [10.0, 20.0, 30.0, 40.0],
+        }
+    )
+    acc = _audiences({"stale": [0.1] * 5, "nobody": [0.0] * 4, "fine": [0.02] * 40})
+    aud = predict.audience_scores(
+        acc, inf, "b1", datetime(2025, 1, 1, tzinfo=UTC), list(inf.influencer_id), 0.0, {}
+    ).set_index("influencer_id")
+    # a follower count below the followers seen: the whole audience is at least them
+    assert aud.loc["stale", "expected_loyal"] == pytest.approx(0.5)
+    assert aud.loc["stale", "sample_fraction"] == 1.0
+    # expected to bring no loyal customer: no cost, ranked last by cost
+    assert pd.isna(aud.loc["nobody", "cost_per_expected_loyal"])
+    assert aud.loc["nobody", "rank_cost"] == 3 and aud.loc["fine", "rank_cost"] == 1
+    # nobody scored: no fraction to imply, no rank
+    assert pd.isna(aud.loc["unseen", "sample_fraction"]) and pd.isna(aud.loc["unseen", "rank_cost"])
+    summary = predict.audience_summary(aud.reset_index())
+    assert summary["follower_count_below_followers_scored"] == 1
+    assert summary["without_followers_scored"] == 1 and summary["ranked_by_cost"] == 3

@@ -25,6 +25,9 @@ TABLE_FILES = (
     "campaigns.parquet",
     "ground_truth.parquet",
     "ground_truth_campaigns.parquet",
+    "ground_truth_scoring.parquet",
+    "ground_truth_audiences.parquet",
+    "simulation.json",
 )
 
 
@@ -148,9 +151,10 @@ def test_influencers_are_heavy_tailed_and_price_is_sublinear(tiny_world):
     assert 0.5 < slope < 0.95
 
 
-def test_the_data_is_a_uniform_sample_of_people():
+def test_every_audience_is_sampled_at_the_declared_fraction():
     """Every influencer has Binomial(follower_count, f) of its followers in the data, with the
-    same f for all, declared in the contract column; everyone in the data follows someone."""
+    same f for all, declared in the contract column; audiences are drawn without losing
+    anyone to duplicates; everyone in the data follows someone."""
     w = sim.build_world(sim.PRESETS["small"], seed=4)
     f = w.preset.sample_fraction
     n = np.bincount(w.fw_inf, minlength=len(w.inf_tier))

@@ -53,11 +53,12 @@ def _engagement(w: World, fw: np.ndarray, rng: np.random.Generator) -> pa.Table:
     key = np.unique((row.astype(np.int64) << 32) + post)  # at most one view per post
     row, post = key >> 32, key & 0xFFFFFFFF
     rb, ra, rf = bot[row], aff[row], fol[row]
+    slow, faster, cap = ep.human_delay_activity
     delay = np.where(
         rb,
         rng.exponential(ep.bot_delay_s, len(row)),  # bots act within minutes: bursts
         rng.exponential(ep.human_delay_h * 3600, len(row))
-        * (1.5 - 0.5 * np.minimum(w.fol_activity[rf], 2)),  # active people sooner
+        * (slow - faster * np.minimum(w.fol_activity[rf], cap)),  # active people sooner
     )
     v_ts = w.po_ts[post] + delay.astype(np.int64)
     sponsored = w.po_brand[post] >= 0
@@ -74,17 +75,19 @@ def _engagement(w: World, fw: np.ndarray, rng: np.random.Generator) -> pa.Table:
         "like": np.where(rb, ep.bot_like, per_view(ep.like)),
         "comment": np.where(rb, ep.bot_comment, per_view(ep.comment)),
         "share": np.where(rb, 0.0, per_view(ep.share)),
-        "save": np.where(rb, 0.0, per_view(ep.save) * sigmoid(zp)),
+        "save": np.where(rb, 0.0, per_view(ep.save) * sigmoid(zp + ep.save_zp_shift)),
         "click": np.where(
             rb,
             0.0,
-            per_view(ep.click) * np.where(matched, ep.click_brand_match, 1.0) * sigmoid(zp + 1),
+            per_view(ep.click)
+            * np.where(matched, ep.click_brand_match, 1.0)
+            * sigmoid(zp + ep.click_zp_shift),
         ),
     }
     ts_parts, row_parts, post_parts, type_parts = [v_ts], [row], [post], [np.zeros(len(row), int)]
     for name, p in probs.items():
         hit = rng.random(len(row)) < p
-        ts_parts.append(v_ts[hit] + rng.integers(5, 600, hit.sum()))
+        ts_parts.append(v_ts[hit] + rng.integers(*ep.action_lag_s, hit.sum()))
         row_parts.append(row[hit])
         post_parts.append(post[hit])
         type_parts.append(np.full(hit.sum(), EVENT_TYPE_CODE[name]))

@@ -198,12 +198,16 @@ def build_world(preset: Preset, seed: int, params: Params = PARAMS) -> World:
     f_from = np.where(
         older,
         start - r_fw.exponential(wp.older_mean_days * DAY, n_fw),
-        start + r_fw.random(n_fw) * (end - start - 30 * DAY),
+        start + r_fw.random(n_fw) * (end - start - wp.last_follow_margin_days * DAY),
     ).astype(np.int64)
     f_to = (f_from + r_fw.exponential(wp.duration_mean_days * DAY, n_fw)).astype(np.int64)
     unfollow = (r_fw.random(n_fw) < wp.unfollow_share) & (f_to < end)
     # bought bots arrive together, at one moment per influencer (sometimes before the world)
-    bought_at = start - 365 * DAY + r_fw.random(n_i) * (end - start + 300 * DAY)
+    bought_at = (
+        start
+        - wp.bot_wave_days_before * DAY
+        + r_fw.random(n_i) * (end - start + wp.bot_wave_days_after_end * DAY)
+    )
     arrival = bought_at[fw_inf] + r_fw.random(n_fw) * wp.bot_arrival_days * DAY
     f_from = np.where(is_bot, arrival, f_from)
     f_from = f_from.astype(np.int64)

@@ -133,7 +133,12 @@ class FollowParams:
     older_mean_days: float = 400  # exponential: how long before the start they began
     duration_mean_days: float = 300  # exponential: how long a follow lasts if it ends
     unfollow_share: float = 0.2  # follows that end (if the end falls inside the world)
-    bot_arrival_days: float = 3  # bought bots arrive within this many days
+    last_follow_margin_days: int = 30  # no follow starts in the world's last days
+    # a bought audience arrives at one moment per influencer, drawn from a year before the
+    # world starts to this many days after it ends (so some arrive before, some never) ...
+    bot_wave_days_before: int = 365
+    bot_wave_days_after_end: int = 300
+    bot_arrival_days: float = 3  # ... all its bots within this many days
     # follower-influencer affinity = sigmoid(intercept + tier + match * interest + quality + noise)
     affinity_intercept: float = -1.1
     affinity_interest_match: float = 1.2
@@ -171,15 +176,21 @@ class EngagementParams:
     view_affinity: float = 1.6
     view_max: float = 0.95
     bot_delay_s: float = 600  # bots act within minutes of a post: bursts
-    human_delay_h: float = 16  # people within hours (less for active people)
+    # people within hours: exponential(human_delay_h) times (a - b * min(activity, cap)),
+    # so that active people come sooner
+    human_delay_h: float = 16
+    human_delay_activity: tuple[float, float, float] = (1.5, 0.5, 2.0)  # (a, b, cap)
+    action_lag_s: tuple[int, int] = (5, 600)  # a like, comment, ... this long after the view
     # per view: p = base + slope * affinity ** power (bots: bot)
     like: tuple[float, float, float] = (0.05, 0.45, 1.0)
     bot_like: float = 0.75
     comment: tuple[float, float, float] = (0.006, 0.09, 1.5)
     bot_comment: float = 0.002
     share: tuple[float, float, float] = (0.003, 0.04, 1.5)
-    save: tuple[float, float, float] = (0.004, 0.05, 1.0)  # times sigmoid(zp)
-    click: tuple[float, float, float] = (0.002, 0.02, 1.0)  # times sigmoid(zp + 1)
+    save: tuple[float, float, float] = (0.004, 0.05, 1.0)  # times sigmoid(zp + save_zp_shift)
+    click: tuple[float, float, float] = (0.002, 0.02, 1.0)  # times sigmoid(zp + click_zp_shift)
+    save_zp_shift: float = 0.0  # purchase propensity makes saves and clicks likelier
+    click_zp_shift: float = 1.0
     click_brand_match: float = 3.0  # clicks on a sponsored post of a brand in one's interests
 
 
