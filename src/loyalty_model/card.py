@@ -100,8 +100,11 @@ Audience level (per test campaign, expected vs actual loyal count): Spearman of 
   their loyal rate over to `follower_count`; where `follows` holds a small sample of an audience,
   the rate rests on few followers and the interval is wide.
 - Events on the cutoff day itself are not used (features use whole days before it).
-- The 90 % audience interval covers chance given the probabilities and a campaign-level rate
-  uncertainty (τ² above) estimated from past campaigns; a campaign unlike those has more.
+- The 90 % audience interval covers chance given the probabilities, a campaign-level rate
+  uncertainty (τ² above) estimated from past campaigns and, on whole audiences, the sampling of
+  the followers in the data; a campaign unlike the past ones has more, and so has a brand whose
+  history lies outside the training range (its level can be off by a factor, not only its
+  interval).
 - Realised loyal counts per campaign are small and noisy: audience Spearman against realised
   rates is bounded well below 1 even for perfect probabilities (see the oracle row where
   ground truth is known).
