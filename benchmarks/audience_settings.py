@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from loyalty_model import engines, features, io, model, predict, spine, train
+from loyalty_model import engines, io, model, predict, train
 from loyalty_model.config import load_config
 from loyalty_model.evaluate import audiences_against_truth, scenarios_of
 from loyalty_model.intervals import AudienceAccumulator
@@ -66,27 +66,8 @@ def main() -> None:
     frame, _ = train.build_training_frame(con, cfg)
     truth = io.read_truth_audiences(args.data)
     influencers = con.execute("SELECT * FROM influencers ORDER BY influencer_id").df()
-    starts = [ts.to_pydatetime() for ts in frame["cutoff_ts"]]
-    v_from, t_from = spine.split_bounds(starts, cfg.split)
-    cut = frame["cutoff_ts"]
-    parts = {
-        "train": frame[cut < v_from],
-        "valid": frame[(cut >= v_from) & (cut < t_from)],
-        "test": frame[cut >= t_from],
-    }
-    names = features.feature_names(list(frame.columns), ["campaign_id", *features.SPINE_KEYS])
-    names = tuple(n for n in names if n != "label")
-    spec = model.feature_spec(
-        parts["train"],
-        names,
-        tuple(c for c in features.CATEGORICAL if c in names),
-        version=features.FEATURE_VERSION,
-        windows=cfg.features.windows,
-        prior_strength=cfg.features.prior_strength,
-        horizon_days=cfg.label.horizon_days,
-        min_purchases=cfg.label.min_purchases,
-        require_attribution=cfg.label.require_attribution,
-    )
+    parts, _ = train.split(frame, cfg)
+    spec = train.spec_of(parts["train"], cfg)
     scenarios = scenario_frames(con, truth, spec)
     rows = []
     for setting in args.settings:

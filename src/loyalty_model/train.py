@@ -120,27 +120,8 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
             f"no training rows: {sp.campaigns_used} campaigns have a closed label window "
             f"({sp.campaigns_excluded} excluded as not yet observed)"
         )
-    starts = [ts.to_pydatetime() for ts in frame["cutoff_ts"]]
-    v_from, t_from = spine.split_bounds(starts, cfg.split)  # raises when a part is empty
-    cut = frame["cutoff_ts"]
-    parts = {
-        "train": frame[cut < v_from],
-        "valid": frame[(cut >= v_from) & (cut < t_from)],
-        "test": frame[cut >= t_from],
-    }
-    spine_cols = ["campaign_id", *features.SPINE_KEYS, "label"]
-    names = features.feature_names(list(frame.columns), spine_cols)
-    spec = feature_spec(
-        parts["train"],
-        names,
-        tuple(c for c in features.CATEGORICAL if c in names),
-        version=features.FEATURE_VERSION,
-        windows=cfg.features.windows,
-        prior_strength=cfg.features.prior_strength,
-        horizon_days=cfg.label.horizon_days,
-        min_purchases=cfg.label.min_purchases,
-        require_attribution=cfg.label.require_attribution,
-    )
+    parts, (v_from, t_from) = split(frame, cfg)
+    spec = spec_of(parts["train"], cfg)
     t1 = time.perf_counter()
     model, valid_p, fit_info = fit_and_calibrate(parts["train"], parts["valid"], spec, cfg.model)
     t_fit = time.perf_counter() - t1
@@ -180,6 +161,37 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
         "data_end": str(sp.data_end),
     }
     return TrainResult(model, metrics, sizes, parts, timings, evaluation, window, check)
+
+
+def split(frame: pd.DataFrame, cfg: Config):
+    """The frame split by campaign start into train < valid < test, and the two bounds."""
+    starts = [ts.to_pydatetime() for ts in frame["cutoff_ts"]]
+    v_from, t_from = spine.split_bounds(starts, cfg.split)  # raises when a part is empty
+    cut = frame["cutoff_ts"]
+    parts = {
+        "train": frame[cut < v_from],
+        "valid": frame[(cut >= v_from) & (cut < t_from)],
+        "test": frame[cut >= t_from],
+    }
+    return parts, (v_from, t_from)
+
+
+def spec_of(train: pd.DataFrame, cfg: Config):
+    """The feature spec of a model trained on these rows with this config."""
+    names = features.feature_names(
+        list(train.columns), ["campaign_id", *features.SPINE_KEYS, "label"]
+    )
+    return feature_spec(
+        train,
+        names,
+        tuple(c for c in features.CATEGORICAL if c in names),
+        version=features.FEATURE_VERSION,
+        windows=cfg.features.windows,
+        prior_strength=cfg.features.prior_strength,
+        horizon_days=cfg.label.horizon_days,
+        min_purchases=cfg.label.min_purchases,
+        require_attribution=cfg.label.require_attribution,
+    )
 
 
 def waves(frame: pd.DataFrame) -> np.ndarray:
