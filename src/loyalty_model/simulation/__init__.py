@@ -3,6 +3,8 @@
 The world is built so the question is hard and the micro-influencer thesis can be tested:
 
 * influencers are heavy-tailed in size (nano .. mega) with realistic nominal follower counts;
+  the world's people are a uniform sample of the population (the preset's `sample_fraction`,
+  with all their follows), so every audience is sampled at the same known fraction;
 * followers have interests, an activity level, a purchase propensity and a hidden loyalty
   propensity; bots view and like a lot, in bursts, rarely comment and never buy;
 * follower-influencer affinity is higher for small influencers and interest matches, and it
