@@ -17,14 +17,12 @@ import argparse
 import contextlib
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from loyalty_model import engines, io, model, predict, train
 from loyalty_model.config import load_config
 from loyalty_model.evaluate import audiences_against_truth, scenarios_of
-from loyalty_model.intervals import AudienceAccumulator
 
 
 @contextlib.contextmanager
@@ -86,11 +84,8 @@ def main() -> None:
         }
         found = []
         for sid, brand, as_of, fr in scenarios:
-            p = fitted.predict_proba(fr)
-            acc = {}
-            for inf, idx in fr.groupby("influencer_id").indices.items():
-                acc[inf] = AudienceAccumulator()
-                acc[inf].add(np.asarray(p[idx]))
+            acc = {}  # feature_batches yields rows ordered by influencer
+            predict.accumulate(acc, [fr["influencer_id"].to_numpy()], fitted.predict_proba(fr))
             aud = predict.audience_scores(
                 acc,
                 influencers,

@@ -214,7 +214,7 @@ def evaluate_model(
     test_p = np.zeros(0)
     disp = model.calibrator.audience_dispersion
     for name in ("valid", "test"):
-        part = parts[name].assign(tier=lambda d: _tier_names(d))
+        part = parts[name].assign(tier=lambda d: tier_names(d))
         p = valid_p if name == "valid" and valid_p is not None else model.predict_proba(part)
         y = part["label"].to_numpy()
         metrics.update({f"{name}_{k}": v for k, v in binary_metrics(y, p).items()})
@@ -240,7 +240,10 @@ def evaluate_model(
     return Evaluation(metrics, table, test_aud, {"model": test_p, **scores})
 
 
-def _tier_names(d: pd.DataFrame) -> pd.Series:
+def tier_names(d: pd.DataFrame) -> pd.Series:
+    """The tier of each row from its `inf_tier` code; "unknown" without one."""
+    if "inf_tier" not in d:
+        return pd.Series("unknown", index=d.index)
     codes = d["inf_tier"].astype("float").fillna(-1).astype(int)
     return codes.map(lambda c: TIERS[c] if 0 <= c < len(TIERS) else "unknown")
 

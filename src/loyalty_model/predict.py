@@ -118,10 +118,7 @@ def score(
         p = model.predict_proba(frame)
         t_pred += time.perf_counter() - t0
         inf = frame["influencer_id"].to_numpy(dtype=object)
-        # rows arrive ordered by influencer: split at the boundaries
-        bounds = np.flatnonzero(inf[1:] != inf[:-1]) + 1
-        for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(inf)], strict=True):
-            audiences.setdefault(inf[lo], AudienceAccumulator()).add(p[lo:hi])
+        accumulate(audiences, [inf], p)
         n = len(frame)
         write(
             pa.table(
@@ -140,6 +137,18 @@ def score(
         written += n
         on_batch(n)
     return written, audiences, t_pred
+
+
+def accumulate(audiences: dict, keys: list[np.ndarray], p: np.ndarray) -> None:
+    """Add each run of rows that share `keys` (rows arrive ordered by them) to the audience
+    of that key: the key itself for one key array, a tuple for several."""
+    change = np.zeros(max(len(p) - 1, 0), bool)
+    for k in keys:
+        change |= k[1:] != k[:-1]
+    bounds = np.flatnonzero(change) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(p)], strict=True):
+        key = keys[0][lo] if len(keys) == 1 else tuple(k[lo] for k in keys)
+        audiences.setdefault(key, AudienceAccumulator()).add(p[lo:hi])
 
 
 def audiences_for(
@@ -162,10 +171,8 @@ def audiences_for(
     acc: dict[tuple, AudienceAccumulator] = {}
     for rb in duckdb_batches(con, expr, batch_rows):
         frame = rb.to_pandas()
-        p = model.predict_proba(frame)
-        group = frame[["brand_id", "cutoff_ts", "influencer_id"]].assign(p=p)
-        for key, g in group.groupby(["brand_id", "cutoff_ts", "influencer_id"], sort=False):
-            acc.setdefault(key, AudienceAccumulator()).add(g["p"].to_numpy())
+        by = [frame[k].to_numpy(dtype=object) for k in ("brand_id", "cutoff_ts", "influencer_id")]
+        accumulate(acc, by, model.predict_proba(frame))
     inf = con.execute("SELECT * FROM influencers ORDER BY influencer_id").df()
     ids = list(inf["influencer_id"])
     cal = model.calibrator

@@ -12,13 +12,14 @@ import pandas as pd
 
 from loyalty_model import engines, features, io, predict, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
-from loyalty_model.contract import TABLES, TIERS
+from loyalty_model.contract import TABLES
 from loyalty_model.evaluate import (
     Evaluation,
     audiences_against_truth,
     binary_metrics,
     evaluate_model,
     scenarios_of,
+    tier_names,
 )
 from loyalty_model.model import (
     LoyaltyModel,
@@ -221,9 +222,7 @@ def fit_and_calibrate(
     calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
     p_oof = calibrator.apply(oof)
     disp = audience_dispersion(y, p_oof, both["campaign_id"].to_numpy())
-    tier_codes = both["inf_tier"] if "inf_tier" in both else pd.Series(-1, index=both.index)
-    tiers = tier_codes.map(dict(enumerate(TIERS))).fillna("unknown").to_numpy()
-    spread = audience_spread(p_oof, both["campaign_id"].to_numpy(), tiers)
+    spread = audience_spread(p_oof, both["campaign_id"].to_numpy(), tier_names(both).to_numpy())
     calibrator = replace(calibrator, audience_dispersion=disp, audience_spread=spread)
     final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
     model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)

@@ -178,3 +178,20 @@ def test_edge_cases_of_the_whole_audience():
     summary = predict.audience_summary(aud.reset_index())
     assert summary["follower_count_below_followers_scored"] == 1
     assert summary["without_followers_scored"] == 1 and summary["ranked_by_cost"] == 3
+
+
+def test_accumulate_adds_each_run_of_keys_to_its_audience():
+    inf = np.array(["a", "a", "b", "b", "b", "a"], dtype=object)
+    brand = np.array(["x", "x", "x", "y", "y", "y"], dtype=object)
+    p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
+    by_inf: dict = {}
+    predict.accumulate(by_inf, [inf[:5]], p[:5])
+    assert {k: a.n for k, a in by_inf.items()} == {"a": 2, "b": 3}
+    both: dict = {}
+    predict.accumulate(both, [brand, inf], p)
+    assert {k: round(a.m1, 10) for k, a in both.items()} == {
+        ("x", "a"): 0.3,
+        ("x", "b"): 0.3,
+        ("y", "b"): 0.9,
+        ("y", "a"): 0.6,
+    }
