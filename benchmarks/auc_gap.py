@@ -22,7 +22,7 @@ from loyalty_model import simulation as sim
 from loyalty_model.config import load_config
 from loyalty_model.evaluate import MIN_CAMPAIGN_FOLLOWERS, _spearman, evaluate_model
 from loyalty_model.model import fit
-from loyalty_model.train import fit_and_calibrate, train
+from loyalty_model.training import fit_and_calibrate, fit_and_evaluate
 
 
 def hidden(world: sim.World, frame: pd.DataFrame) -> pd.DataFrame:
@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     cfg = load_config(None, [f"data.dir={args.data}"])
-    result = train(cfg)
+    result = fit_and_evaluate(cfg)
     world = sim.build_world(sim.PRESETS["small"], args.seed)
     truth = pd.read_parquet(f"{args.data}/ground_truth.parquet")
     parts = {

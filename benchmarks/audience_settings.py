@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from loyalty_model import engines, io, model, predict, train
+from loyalty_model import engines, io, model, scoring, training
 from loyalty_model.config import load_config
 from loyalty_model.evaluate import audiences_against_truth, scenarios_of
 
@@ -47,7 +47,7 @@ def scenario_frames(con, truth, spec) -> list[tuple[str, str, object, pd.DataFra
     holder = type("Spec", (), {"spec": spec})()
     out = []
     for sid, brand, as_of in scenarios_of(truth):
-        batches = predict.feature_batches(
+        batches = scoring.feature_batches(
             con, tables, brand, as_of.to_pydatetime(), None, holder, 10**7
         )
         out.append((sid, brand, as_of, pd.concat(batches, ignore_index=True)))
@@ -61,11 +61,11 @@ def main() -> None:
     args = ap.parse_args()
     cfg = load_config(Path("configs/default.yaml"), [f"data.dir={args.data}"])
     con = engines.duckdb_connection(threads=cfg.model.threads)
-    frame, _ = train.build_training_frame(con, cfg)
+    frame, _ = training.build_training_frame(con, cfg)
     truth = io.read_truth_audiences(args.data)
     influencers = con.execute("SELECT * FROM influencers ORDER BY influencer_id").df()
-    parts, _ = train.split(frame, cfg)
-    spec = train.spec_of(parts["train"], cfg)
+    parts, _ = training.split(frame, cfg)
+    spec = training.spec_of(parts["train"], cfg)
     scenarios = scenario_frames(con, truth, spec)
     rows = []
     for setting in args.settings:
@@ -76,7 +76,7 @@ def main() -> None:
             overrides = [f"data.dir={args.data}", *setting.split(";")]
             mcfg = load_config(Path("configs/default.yaml"), overrides).model
         with weights:
-            fitted, _, _ = train.fit_and_calibrate(parts["train"], parts["valid"], spec, mcfg)
+            fitted, _, _ = training.fit_and_calibrate(parts["train"], parts["valid"], spec, mcfg)
         test = parts["test"]
         result = {
             "setting": setting,
@@ -85,8 +85,8 @@ def main() -> None:
         found = []
         for sid, brand, as_of, fr in scenarios:
             acc = {}  # feature_batches yields rows ordered by influencer
-            predict.accumulate(acc, [fr["influencer_id"].to_numpy()], fitted.predict_proba(fr))
-            aud = predict.audience_scores(
+            scoring.accumulate(acc, [fr["influencer_id"].to_numpy()], fitted.predict_proba(fr))
+            aud = scoring.audience_scores(
                 acc,
                 influencers,
                 brand,

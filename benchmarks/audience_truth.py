@@ -32,9 +32,9 @@ from loyalty_model import engines, io, tracking
 from loyalty_model import simulation as sim
 from loyalty_model.config import TrackingConfig
 from loyalty_model.evaluate import audiences_against_truth, scenarios_of
-from loyalty_model.predict import THIN_SAMPLE
+from loyalty_model.scoring import THIN_SAMPLE
 from loyalty_model.simulation.truth import Scenario, scenario_truth
-from loyalty_model.train import audiences_against_scenarios
+from loyalty_model.training import audiences_against_scenarios
 
 
 def main() -> None:

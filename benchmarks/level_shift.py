@@ -20,7 +20,7 @@ from loyalty_model.config import load_config
 from loyalty_model.evaluate import evaluate_model
 from loyalty_model.model import fit, fit_calibrator
 from loyalty_model.plots import shap_values
-from loyalty_model.train import train
+from loyalty_model.training import fit_and_evaluate
 
 ALL_HISTORY = (
     "fi_follow_days",
@@ -40,7 +40,7 @@ def main() -> None:
     args = ap.parse_args()
     pd.set_option("display.width", 160)
     cfg = load_config(None, [f"data.dir={args.data}"])
-    r = train(cfg)
+    r = fit_and_evaluate(cfg)
     truth = io.read_ground_truth(args.data)
     rows = []
     for name, f in r.frames.items():

@@ -150,7 +150,7 @@ def train(
     from loyalty_model import train as training
     from loyalty_model.config import ConfigError, load_config
     from loyalty_model.contract import ContractError
-    from loyalty_model.spine import SplitError
+    from loyalty_model.spine import DataError
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     overrides = list(set_ or [])
@@ -163,7 +163,7 @@ def train(
         champion = tracking.load_champion(cfg.tracking)
         with console.status("building features, training, evaluating"):
             result = training.train(cfg, champion[0] if champion else None)
-    except (ConfigError, ContractError, SplitError, tracking.ModelLoadError) as exc:
+    except (ConfigError, ContractError, DataError, tracking.ModelError) as exc:
         _fail(str(exc))
     import json
 
@@ -284,7 +284,7 @@ def promote(
     try:
         cfg = load_config(config, list(set_ or []))
         cand = tracking.candidate(cfg.tracking, version)
-    except (ConfigError, tracking.ModelLoadError) as exc:
+    except (ConfigError, tracking.ModelError) as exc:
         _fail(str(exc))
     if cand.champion_version == cand.version:
         console.print(f"version {cand.version} is already the champion")
@@ -393,7 +393,7 @@ def predict(
         req = _scoring_request(con, brand, as_of, influencers)
         loaded, ref = tracking.load_for_scoring(model, cfg.tracking)
         scoring.check_spec(loaded)
-    except (ContractError, scoring.ScoringError, tracking.ModelLoadError, ValueError) as exc:
+    except (ContractError, scoring.ModelError, tracking.ModelError, ValueError) as exc:
         _fail(str(exc))
     tables = engines.ibis_tables(con, list(views))
     ids, as_of_dt = req
@@ -508,7 +508,7 @@ def _progress(total: int):
 
 
 def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pred: float):
-    from loyalty_model.predict import THIN_SAMPLE
+    from loyalty_model.scoring import THIN_SAMPLE
 
     brand = aud["brand_id"].iloc[0] if len(aud) else ""
     t = Table(

@@ -14,6 +14,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from loyalty_model.errors import ConfigError
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -136,10 +138,6 @@ class Config(_Section):
             for key, value in values.items():
                 out[f"{section}.{key}"] = value
         return out
-
-
-class ConfigError(ValueError):
-    """The config cannot be loaded; the message is one line."""
 
 
 def _set_dotted(tree: dict, dotted: str) -> None:

@@ -179,16 +179,6 @@ class Problem:
         return text
 
 
-class ContractError(ValueError):
-    """Input data breaks the contract. The message is one line naming table, column, values."""
-
-    def __init__(self, problems: list[Problem]):
-        self.problems = problems
-        first = str(problems[0])
-        more = f" (+{len(problems) - 1} more problems; run `loyalty-model validate`)"
-        super().__init__(first + (more if len(problems) > 1 else ""))
-
-
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 

@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 from loyalty_model.contract import (
     SCHEMAS,
     TABLES,
-    ContractError,
     Problem,
     quote_ident,
     validate_foreign_keys,
     validate_table,
 )
+from loyalty_model.errors import ContractError
 
 
 def table_source(data_dir: Path, name: str) -> Path:

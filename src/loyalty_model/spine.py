@@ -15,6 +15,7 @@ import ibis
 import ibis.expr.types as ir
 
 from loyalty_model.config import LabelConfig, SplitConfig
+from loyalty_model.errors import DataError
 
 log = logging.getLogger(__name__)
 
@@ -127,10 +128,6 @@ def scoring_spine(
     ).distinct()
 
 
-class SplitError(ValueError):
-    """The campaigns cannot be split into train < valid < test."""
-
-
 def split_bounds(starts: list[datetime], cfg: SplitConfig) -> tuple[datetime, datetime]:
     """(valid_from, test_from): train is start < valid_from, valid is [valid_from, test_from),
     test is start >= test_from. Never random: campaign start times only."""
@@ -141,7 +138,7 @@ def split_bounds(starts: list[datetime], cfg: SplitConfig) -> tuple[datetime, da
         t = datetime.combine(cfg.test_start, datetime.min.time(), tzinfo=tz)
     else:
         if len(uniq) < 3:
-            raise SplitError(
+            raise DataError(
                 f"need campaigns with at least 3 distinct start times to split train < valid < "
                 f"test, found {len(uniq)}"
             )
@@ -158,7 +155,7 @@ def split_bounds(starts: list[datetime], cfg: SplitConfig) -> tuple[datetime, da
         sum(s >= t for s in starts),
     ]
     if min(parts) == 0:
-        raise SplitError(
+        raise DataError(
             f"split leaves an empty part (campaigns train/valid/test = {parts[0]}/{parts[1]}/"
             f"{parts[2]}); adjust split.valid_start/test_start or the fractions"
         )

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 
 from loyalty_model.config import Config, TrackingConfig
+from loyalty_model.errors import ModelError
 from loyalty_model.model import BOOSTER_FILE, SPEC_FILE, LoyaltyModel
 
 DEFAULT_URI = "sqlite:///mlflow.db"
@@ -137,10 +138,6 @@ def load_pyfunc(uri: str, cfg: TrackingConfig):
     return mlflow.pyfunc.load_model(uri)
 
 
-class ModelLoadError(ValueError):
-    """The model URI cannot be resolved or loaded; the message is one line."""
-
-
 def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]:
     """The packaged model behind a models:/ or runs:/ URI and what identifies it
     (uri, name, version, run_id)."""
@@ -161,12 +158,10 @@ def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]
         loaded = mlflow.pyfunc.load_model(uri)
     except (MlflowException, OSError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelLoadError(
-            f"cannot load model {uri!r} from {tracking_uri(cfg)}: {first}"
-        ) from exc
+        raise ModelError(f"cannot load model {uri!r} from {tracking_uri(cfg)}: {first}") from exc
     inner = loaded.unwrap_python_model()
     if not isinstance(inner, LoyaltyPyfunc):
-        raise ModelLoadError(f"model {uri!r} is not a loyalty_model pyfunc")
+        raise ModelError(f"model {uri!r} is not a loyalty_model pyfunc")
     run_id = run_id or loaded.metadata.run_id
     return inner.model, {"uri": uri, "name": name, "version": version, "run_id": run_id}
 
@@ -207,7 +202,7 @@ def candidate(cfg: TrackingConfig, version: str | None) -> Candidate:
         )
     except MlflowException as exc:
         what = f"version {version}" if version else f"alias {CHALLENGER}"
-        raise ModelLoadError(f"model {name!r} has no {what} in {tracking_uri(cfg)}") from exc
+        raise ModelError(f"model {name!r} has no {what} in {tracking_uri(cfg)}") from exc
     run = client.get_run(mv.run_id)
     try:
         champ = str(client.get_model_version_by_alias(name, CHAMPION).version)

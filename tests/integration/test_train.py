@@ -237,7 +237,7 @@ def test_one_engine_connection_per_run(tiny_world, store, monkeypatch):
 
 def test_sample_fraction_keeps_a_stable_share_of_followers(tiny_world, store):
     from loyalty_model.config import load_config
-    from loyalty_model.train import train as fit_pipeline
+    from loyalty_model.training import fit_and_evaluate as fit_pipeline
 
     full = fit_pipeline(load_config(None, [f"data.dir={tiny_world}"]))
     half = fit_pipeline(load_config(None, [f"data.dir={tiny_world}", "data.sample_fraction=0.5"]))

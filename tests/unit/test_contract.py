@@ -8,8 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from loyalty_model.contract import ContractError
 from loyalty_model.engines import duckdb_connection
+from loyalty_model.errors import ContractError
 from loyalty_model.io import register_tables, validate_dir
 
 

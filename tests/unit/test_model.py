@@ -9,7 +9,7 @@ import pytest
 from loyalty_model.config import ModelConfig
 from loyalty_model.features import FeatureSpec
 from loyalty_model.model import cross_fit, fit_trees
-from loyalty_model.train import fit_and_calibrate, waves
+from loyalty_model.training import fit_and_calibrate, waves
 
 CFG = ModelConfig(
     learning_rate=0.3, min_child_samples=5, n_estimators=50, early_stopping_rounds=10, threads=1

@@ -19,6 +19,7 @@ import pyarrow as pa
 from loyalty_model.compat import duckdb_batches
 from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.contract import tier_of
+from loyalty_model.errors import ModelError
 from loyalty_model.features import FEATURE_VERSION, build_features
 from loyalty_model.intervals import AudienceAccumulator, pooled_variance
 from loyalty_model.model import LoyaltyModel
@@ -44,10 +45,6 @@ FOLLOWER_SCHEMA = pa.schema(
 )
 
 
-class ScoringError(ValueError):
-    """The request cannot be scored; the message is one line."""
-
-
 @dataclass(frozen=True)
 class ModelRef:
     uri: str
@@ -60,7 +57,7 @@ def check_spec(model: LoyaltyModel) -> tuple[FeatureConfig, LabelConfig]:
     """The feature and label config a model was trained with, or a clear refusal."""
     spec = model.spec
     if spec.version != FEATURE_VERSION:
-        raise ScoringError(
+        raise ModelError(
             f"model feature spec version {spec.version!r} cannot be built by this package "
             f"(it builds version {FEATURE_VERSION!r}); retrain or install a matching version"
         )
@@ -72,7 +69,7 @@ def check_spec(model: LoyaltyModel) -> tuple[FeatureConfig, LabelConfig]:
             require_attribution=spec.require_attribution,
         )
     except ValueError as exc:
-        raise ScoringError(f"model feature spec is not valid: {exc}".splitlines()[0]) from exc
+        raise ModelError(f"model feature spec is not valid: {exc}".splitlines()[0]) from exc
     return fcfg, lcfg
 
 

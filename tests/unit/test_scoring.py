@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from loyalty_model import predict
+from loyalty_model import scoring
+from loyalty_model.errors import ModelError
 from loyalty_model.features import FEATURE_VERSION, FeatureSpec
 from loyalty_model.intervals import AudienceAccumulator
 
@@ -35,7 +36,7 @@ INFLUENCERS = pd.DataFrame(
 
 
 def test_audience_scores_put_counts_and_costs_on_the_full_audience():
-    aud = predict.audience_scores(
+    aud = scoring.audience_scores(
         _audiences({"big": [0.01] * 1000, "small": [0.05] * 20, "unpriced": [0.1, 0.2]}),
         INFLUENCERS,
         "b1",
@@ -43,7 +44,7 @@ def test_audience_scores_put_counts_and_costs_on_the_full_audience():
         ["big", "small", "unpriced", "empty"],
         dispersion=0.1,
     ).set_index("influencer_id")
-    assert list(aud.columns) == list(predict.AUDIENCE_COLUMNS)[1:]
+    assert list(aud.columns) == list(scoring.AUDIENCE_COLUMNS)[1:]
     big, small = aud.loc["big"], aud.loc["small"]
     # the rate carries over; counts and costs refer to follower_count
     assert big.loyal_rate == pytest.approx(0.01) and big.expected_loyal == pytest.approx(10_000)
@@ -55,7 +56,7 @@ def test_audience_scores_put_counts_and_costs_on_the_full_audience():
     assert big.expected_loyal_low < 10_000 < big.expected_loyal_high
     # sampling: 20 of 2,000 followers seen leave the count far less certain than 1,000 of 1M
     rng = np.random.default_rng(0)
-    spread = predict.audience_scores(
+    spread = scoring.audience_scores(
         _audiences({"big": rng.beta(1, 30, 1000), "small": rng.beta(1, 30, 20)}),
         INFLUENCERS,
         "b1",
@@ -74,7 +75,7 @@ def test_audience_scores_put_counts_and_costs_on_the_full_audience():
 
 def test_declared_sample_fractions_are_reported_as_declared():
     inf = INFLUENCERS.assign(sample_fraction=[0.002, None, 0.5, None])
-    aud = predict.audience_scores(
+    aud = scoring.audience_scores(
         _audiences({"big": [0.01] * 1000, "small": [0.05] * 20}),
         inf,
         "b1",
@@ -95,7 +96,7 @@ def test_rank_by_cost_and_by_rate():
             "loyal_rate": [0.01, 0.02, 0.05, None, 0.03],
         }
     )
-    ranked = predict.rank_audiences(df)
+    ranked = scoring.rank_audiences(df)
     # e and b cost the same: the higher rate first; c has no price, d no followers scored
     assert list(ranked.influencer_id) == ["e", "b", "a", "c", "d"]
     assert ranked.rank_cost.tolist() == [1, 2, 3, pd.NA, pd.NA]
@@ -123,7 +124,7 @@ class _Model:
 
 
 def test_spec_check_accepts_current_version():
-    fcfg, lcfg = predict.check_spec(_Model(_spec()))
+    fcfg, lcfg = scoring.check_spec(_Model(_spec()))
     assert fcfg.windows == (7, 30) and lcfg.horizon_days == 90
 
 
@@ -136,8 +137,8 @@ def test_spec_check_accepts_current_version():
     ],
 )
 def test_spec_check_refuses_what_it_cannot_build(change, message):
-    with pytest.raises(predict.ScoringError, match=message):
-        predict.check_spec(_Model(_spec(**change)))
+    with pytest.raises(ModelError, match=message):
+        scoring.check_spec(_Model(_spec(**change)))
 
 
 def test_an_interval_does_not_depend_on_the_other_influencers_requested():
@@ -145,8 +146,8 @@ def test_an_interval_does_not_depend_on_the_other_influencers_requested():
     acc = _audiences({"small": rng.beta(1, 30, 5), "big": rng.beta(1, 30, 1000)})
     when = datetime(2025, 1, 1, tzinfo=UTC)
     spread = {"nano": 0.0015, "mega": 0.0005}
-    both = predict.audience_scores(acc, INFLUENCERS, "b1", when, ["small", "big"], 0.1, spread)
-    alone = predict.audience_scores(acc, INFLUENCERS, "b1", when, ["small"], 0.1, spread)
+    both = scoring.audience_scores(acc, INFLUENCERS, "b1", when, ["small", "big"], 0.1, spread)
+    alone = scoring.audience_scores(acc, INFLUENCERS, "b1", when, ["small"], 0.1, spread)
     cols = ["expected_loyal_low", "expected_loyal_high"]
     pd.testing.assert_frame_equal(
         both.set_index("influencer_id").loc[["small"], cols],
@@ -164,7 +165,7 @@ def test_edge_cases_of_the_whole_audience():
         }
     )
     acc = _audiences({"stale": [0.1] * 5, "nobody": [0.0] * 4, "fine": [0.02] * 40})
-    aud = predict.audience_scores(
+    aud = scoring.audience_scores(
         acc, inf, "b1", datetime(2025, 1, 1, tzinfo=UTC), list(inf.influencer_id), 0.0, {}
     ).set_index("influencer_id")
     # a follower count below the followers seen: the whole audience is at least them
@@ -175,7 +176,7 @@ def test_edge_cases_of_the_whole_audience():
     assert aud.loc["nobody", "rank_cost"] == 3 and aud.loc["fine", "rank_cost"] == 1
     # nobody scored: no fraction to imply, no rank
     assert pd.isna(aud.loc["unseen", "sample_fraction"]) and pd.isna(aud.loc["unseen", "rank_cost"])
-    summary = predict.audience_summary(aud.reset_index())
+    summary = scoring.audience_summary(aud.reset_index())
     assert summary["follower_count_below_followers_scored"] == 1
     assert summary["without_followers_scored"] == 1 and summary["ranked_by_cost"] == 3
 
@@ -185,10 +186,10 @@ def test_accumulate_adds_each_run_of_keys_to_its_audience():
     brand = np.array(["x", "x", "x", "y", "y", "y"], dtype=object)
     p = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6])
     by_inf: dict = {}
-    predict.accumulate(by_inf, [inf[:5]], p[:5])
+    scoring.accumulate(by_inf, [inf[:5]], p[:5])
     assert {k: a.n for k, a in by_inf.items()} == {"a": 2, "b": 3}
     both: dict = {}
-    predict.accumulate(both, [brand, inf], p)
+    scoring.accumulate(both, [brand, inf], p)
     assert {k: round(a.m1, 10) for k, a in both.items()} == {
         ("x", "a"): 0.3,
         ("x", "b"): 0.3,

@@ -10,9 +10,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from loyalty_model import engines, features, io, predict, spine
+from loyalty_model import engines, features, io, scoring, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
 from loyalty_model.contract import TABLES
+from loyalty_model.errors import DataError
 from loyalty_model.evaluate import (
     Evaluation,
     audiences_against_truth,
@@ -36,7 +37,7 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainResult:
+class TrainingOutcome:
     model: LoyaltyModel
     metrics: dict[str, float]
     sizes: dict[str, float]
@@ -81,7 +82,7 @@ def audiences_against_scenarios(
     tables = engines.ibis_tables(con, list(TABLES))
     scenarios = scenarios_of(truth)
     requests = [(brand, as_of.to_pydatetime()) for _, brand, as_of in scenarios]
-    predicted = predict.audiences_for(con, tables, requests, model)
+    predicted = scoring.audiences_for(con, tables, requests, model)
     rows, tiers = [], []
     for (sid, brand, as_of), aud in zip(scenarios, predicted, strict=True):
         r = audiences_against_truth(aud, truth[truth["scenario_id"] == sid])
@@ -108,7 +109,7 @@ def build_training_frame(
     return frame, sp
 
 
-def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
+def fit_and_evaluate(cfg: Config, champion: LoyaltyModel | None = None) -> TrainingOutcome:
     """Features, split, fit, calibrate, evaluate (with baselines; against `champion` on the
     same test rows when one is given)."""
     t0 = time.perf_counter()
@@ -117,7 +118,7 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
     t_features = time.perf_counter() - t0
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
-        raise spine.SplitError(
+        raise DataError(
             f"no training rows: {sp.campaigns_used} campaigns have a closed label window "
             f"({sp.campaigns_excluded} excluded as not yet observed)"
         )
@@ -161,7 +162,7 @@ def train(cfg: Config, champion: LoyaltyModel | None = None) -> TrainResult:
         "test_to": str(parts["test"]["cutoff_ts"].max()),
         "data_end": str(sp.data_end),
     }
-    return TrainResult(model, metrics, sizes, parts, timings, evaluation, window, check)
+    return TrainingOutcome(model, metrics, sizes, parts, timings, evaluation, window, check)
 
 
 def split(frame: pd.DataFrame, cfg: Config):
