@@ -1,30 +1,49 @@
-"""Shared fixtures: simulated worlds written once per test session."""
+"""Shared fixtures: simulated worlds written once per test session, and a model trained on
+`tiny` in a tracking store of its own."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from loyalty_model.cli import app
-
-
-def simulate_to(out: Path, preset: str, seed: int) -> Path:
-    result = CliRunner().invoke(
-        app, ["simulate", "--preset", preset, "--seed", str(seed), "--out", str(out)]
-    )
-    assert result.exit_code == 0, result.output
-    return out
+import loyalty_model as lm
 
 
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """The `tiny` world, seed 1. Read-only: copy it before changing anything."""
-    return simulate_to(tmp_path_factory.mktemp("tiny") / "data", "tiny", 1)
+    out = tmp_path_factory.mktemp("tiny") / "data"
+    lm.simulate("tiny", seed=1, out=out)
+    return out
 
 
 @pytest.fixture(scope="session")
 def small_world(tmp_path_factory) -> Path:
     """The `small` world (the demo's), seed 7. Read-only."""
-    return simulate_to(tmp_path_factory.mktemp("small") / "data", "small", 7)
+    out = tmp_path_factory.mktemp("small") / "data"
+    lm.simulate("small", seed=7, out=out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory) -> lm.Config:
+    """The default config with a tracking store of its own (a sqlite file in a temp folder)."""
+    root = tmp_path_factory.mktemp("tiny-store")
+    return lm.load_config(None, [f"tracking.uri=sqlite:///{root / 'mlflow.db'}"])
+
+
+@pytest.fixture(scope="session")
+def tiny_trained(tiny_world, tiny_config, monkeypatch_session) -> lm.TrainResult:
+    """A model trained on `tiny` through the Python API; the first version, so the champion."""
+    return lm.train(tiny_config, data_dir=tiny_world)
+
+
+@pytest.fixture(scope="session")
+def monkeypatch_session():
+    """A session-wide MonkeyPatch: no MLFLOW_TRACKING_URI from the environment, so that the
+    configs' own stores apply."""
+    mp = pytest.MonkeyPatch()
+    mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield mp
+    mp.undo()

@@ -1,20 +1,25 @@
-"""`loyalty-model`: thin typer commands. Parse, call the library, print."""
+"""`loyalty-model`: thin typer commands. Parse options, call `loyalty_model.api`, print, and
+map its errors to exit codes (0 ok, 2 bad input / request / config, 3 the gate said no)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-import tempfile
-import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from loyalty_model import __version__
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loyalty_model.api import PredictionResult, Progress, TrainResult
+    from loyalty_model.simulation import SimulationSummary
 
 app = typer.Typer(
     add_completion=False,
@@ -25,15 +30,28 @@ console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
 EXIT_INVALID = 2
+EXIT_NOT_PROMOTED = 3
 SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
 ]
 
 
-def _fail(message: str, code: int = EXIT_INVALID) -> None:
+def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+@contextlib.contextmanager
+def _errors() -> Iterator[None]:
+    """The library's errors as one line on stderr and their exit code; anything else is a bug
+    and keeps its traceback."""
+    from loyalty_model.errors import LoyaltyModelError
+
+    try:
+        yield
+    except LoyaltyModelError as exc:
+        _fail(str(exc), exc.exit_code)
 
 
 def _version(value: bool) -> None:
@@ -52,8 +70,8 @@ def _root(
     pass
 
 
-@app.command()
-def simulate(
+@app.command("simulate")
+def simulate_command(
     out: Annotated[Path, typer.Option(help="Folder to write the simulated data directory to.")],
     preset: Annotated[
         str, typer.Option(help="World size: tiny (tests), small (demo), medium, large.")
@@ -67,17 +85,14 @@ def simulate(
     ground_truth_scoring.parquet and ground_truth_audiences.parquet (the truth of a few
     brand x as-of scoring scenarios) and simulation.json. The folder is replaced atomically.
     """
-    from loyalty_model.simulation import PRESETS
-    from loyalty_model.simulation.files import write_world
+    from loyalty_model import api
 
-    if preset not in PRESETS:
-        _fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    with console.status(f"simulating {preset} (seed {seed})"):
-        summary = write_world(preset, seed, out)
+    with _errors(), console.status(f"simulating {preset} (seed {seed})"):
+        summary = api.simulate(preset, seed, out)
     _print_summary(summary, out)
 
 
-def _print_summary(s, out: Path) -> None:
+def _print_summary(s: SimulationSummary, out: Path) -> None:
     t = Table(title=f"simulated world: {s.preset}, seed {s.seed}", show_header=False)
     rows = [
         ("events", f"{s.events:,}"),
@@ -101,8 +116,8 @@ def _print_summary(s, out: Path) -> None:
     console.print(t)
 
 
-@app.command()
-def validate(
+@app.command("validate")
+def validate_command(
     data: Annotated[Path, typer.Option(help="Data directory holding the five tables.")],
 ) -> None:
     """Check a data directory against the data contract (docs/data_contract.md).
@@ -110,11 +125,10 @@ def validate(
     Prints every problem found (table, column, rows affected, up to 5 example values).
     Exit code 0 when clean, 2 when not.
     """
-    from loyalty_model import engines, io
+    from loyalty_model import api
 
-    if not data.is_dir():
-        _fail(f"data directory not found: {data}")
-    problems = io.validate_dir(engines.duckdb_connection(), data)
+    with _errors():
+        problems = api.validate(data)
     if not problems:
         console.print(f"[green]ok[/]: {data} satisfies the data contract")
         return
@@ -124,8 +138,8 @@ def validate(
     raise typer.Exit(EXIT_INVALID)
 
 
-@app.command()
-def train(
+@app.command("train")
+def train_command(
     config: Annotated[
         Path | None,
         typer.Option(
@@ -146,62 +160,16 @@ def train(
     """
     import logging
 
-    from loyalty_model import tracking
-    from loyalty_model import train as training
-    from loyalty_model.config import ConfigError, load_config
-    from loyalty_model.contract import ContractError
-    from loyalty_model.spine import DataError
+    from loyalty_model import api
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    overrides = list(set_ or [])
-    if data is not None:
-        overrides.append(f"data.dir={data}")
-    try:
-        cfg = load_config(config, overrides)
-        if not Path(cfg.data.dir).is_dir():
-            _fail(f"data directory not found: {cfg.data.dir}")
-        champion = tracking.load_champion(cfg.tracking)
-        with console.status("building features, training, evaluating"):
-            result = training.train(cfg, champion[0] if champion else None)
-    except (ConfigError, ContractError, DataError, tracking.ModelError) as exc:
-        _fail(str(exc))
-    import json
-
-    import yaml
-
-    from loyalty_model import plots
-    from loyalty_model.card import model_card, table_md
-
-    ev = result.evaluation
-    params = {
-        **cfg.flat(),
-        **{f"size.{k}": v for k, v in result.sizes.items()},
-        "calibration": result.model.calibrator.method,
-    }
-    metrics = {**result.metrics, **result.sizes, **result.timings}
-    baselines = ev.baselines
-    artifacts = {
-        "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
-        "feature_spec.json": json.dumps(result.model.spec.to_dict(), indent=2),
-        "feature_importance.csv": result.model.importance().to_csv(index=False),
-        "calibration.json": json.dumps(result.model.calibrator.to_dict(), indent=2),
-        "baselines.csv": baselines.to_csv(index=False),
-        "baselines.md": table_md(baselines) + "\n",
-        "audiences_test.csv": ev.audiences.to_csv(index=False),
-        "model_card.md": model_card(cfg, result),
-    }
-    if result.truth is not None:
-        artifacts["audiences_vs_truth.csv"] = result.truth.scenarios.to_csv(index=False)
-        artifacts["audience_tiers_vs_truth.csv"] = result.truth.tiers.to_csv(index=False)
-    figures = plots.all_figures(result.model, result.frames["test"], ev.test_scores)
-    tags = {"champion_compared": champion[1] if champion else "none"}
-    reg = tracking.log_training_run(
-        cfg, result.model, params, metrics, artifacts, result.frames["train"], figures, tags
-    )
-    _print_training(result, reg, champion[1] if champion else None)
+    with _errors(), console.status("building features, training, evaluating"):
+        result = api.train(config, data, set_ or ())
+    _print_training(result)
 
 
-def _print_training(result, reg, champion_version: str | None) -> None:
+def _print_training(result: TrainResult) -> None:
+    outcome = result.outcome
     m = result.metrics
     t = Table(title="trained", show_header=True)
     t.add_column("metric")
@@ -214,7 +182,7 @@ def _print_training(result, reg, champion_version: str | None) -> None:
     b = Table(title="test: model vs baselines", show_header=True)
     for col in ("scorer", "ROC-AUC", "PR-AUC", "lift top 1 %", "audience Spearman"):
         b.add_column(col, justify="left" if col == "scorer" else "right")
-    for r in result.evaluation.baselines.itertuples():
+    for r in outcome.evaluation.baselines.itertuples():
         b.add_row(
             r.scorer,
             f"{r.roc_auc:.4f}",
@@ -224,8 +192,8 @@ def _print_training(result, reg, champion_version: str | None) -> None:
         )
     console.print(b)
     lines = [
-        f"calibration: {result.model.calibrator.method}, audience dispersion "
-        f"{result.model.calibrator.audience_dispersion:.3f}; 90 % interval coverage "
+        f"calibration: {outcome.model.calibrator.method}, audience dispersion "
+        f"{outcome.model.calibrator.audience_dispersion:.3f}; 90 % interval coverage "
         f"{m.get('test_audience_interval_coverage', float('nan')):.2f} over "
         f"{m.get('test_audience_campaigns', 0):.0f} test campaigns"
     ]
@@ -240,27 +208,27 @@ def _print_training(result, reg, champion_version: str | None) -> None:
             f"of cost per loyal customer {m['truth_spearman_cost']:.3f}, true top 20 in the "
             f"predicted top 20: {m['truth_top20_overlap_cost']:.1f}"
         )
-    if champion_version:
+    if result.champion_compared:
         lines.append(
-            f"champion v{champion_version} on the same test rows: PR-AUC "
+            f"champion v{result.champion_compared} on the same test rows: PR-AUC "
             f"{m['champion_test_pr_auc']:.4f}, ROC-AUC {m['champion_test_roc_auc']:.4f} "
             "(loyalty-model promote decides)"
         )
     lines.append(
-        f"run [bold]{reg.run_id}[/]  model [bold]{reg.name}[/] version [bold]{reg.version}[/]"
-        f"  aliases: {', '.join(reg.aliases)}"
+        f"run [bold]{result.run_id}[/]  model [bold]{result.model_name}[/] version "
+        f"[bold]{result.model_version}[/]  aliases: {', '.join(result.aliases)}"
     )
     lines.append(
-        f"features {result.timings['feature_seconds']:.1f}s "
-        f"({result.timings['events_per_second_features']:,.0f} events/s), "
-        f"fit {result.timings['fit_seconds']:.1f}s, best iteration {m['best_iteration']:.0f}"
+        f"features {m['feature_seconds']:.1f}s "
+        f"({m['events_per_second_features']:,.0f} events/s), "
+        f"fit {m['fit_seconds']:.1f}s, best iteration {m['best_iteration']:.0f}"
     )
     for line in lines:
         console.print(line)
 
 
-@app.command()
-def promote(
+@app.command("promote")
+def promote_command(
     version: Annotated[
         str | None, typer.Option(help="Registered version to consider. Default: the challenger.")
     ] = None,
@@ -278,47 +246,26 @@ def promote(
     on the gate metric, measured on the same test rows at training time. The decision and its
     reasons are printed and logged on the version's run. Exit code 0 when promoted, 3 when not.
     """
-    from loyalty_model import gate, tracking
-    from loyalty_model.config import ConfigError, load_config
+    from loyalty_model import api
 
-    try:
-        cfg = load_config(config, list(set_ or []))
-        cand = tracking.candidate(cfg.tracking, version)
-    except (ConfigError, tracking.ModelError) as exc:
-        _fail(str(exc))
-    if cand.champion_version == cand.version:
-        console.print(f"version {cand.version} is already the champion")
+    with _errors():
+        decision = api.promote(config, version, force, set_ or ())
+    if decision.already_champion:
+        console.print(f"version {decision.version} is already the champion")
         return
-    champion_metrics = None
-    if cand.champion_version is not None:
-        compared = cand.tags.get("champion_compared")
-        if compared != cand.champion_version and not force:
-            _fail(
-                f"version {cand.version} was compared with champion v{compared} at training "
-                f"time, but the champion is now v{cand.champion_version}: retrain it, or use "
-                "--force"
-            )
-        prefix = "champion_test_"
-        champion_metrics = {
-            "test_" + k[len(prefix) :]: v for k, v in cand.metrics.items() if k.startswith(prefix)
-        }
-    decision = gate.decide(cand.metrics, champion_metrics, cfg.gate)
-    promoted = decision.promote or force
-    summary = decision.summary() + ("; FORCED" if force and not decision.promote else "")
-    tracking.record_promotion(cfg.tracking, cand, promoted, summary, force)
-    console.print(summary, highlight=False)
-    if promoted:
+    console.print(decision.summary, highlight=False)
+    before = f"v{decision.champion_before}" if decision.champion_before else "no champion before"
+    if decision.promoted:
         console.print(
-            f"[green]champion[/] is now {cfg.tracking.model_name} v{cand.version} "
-            f"(was {cand.champion_version or 'none'})"
+            f"[green]champion[/] is now {decision.model_name} v{decision.version} (was {before})"
         )
         return
-    console.print(f"champion stays v{cand.champion_version}")
-    raise typer.Exit(3)
+    console.print(f"champion stays v{decision.champion_before}")
+    raise typer.Exit(EXIT_NOT_PROMOTED)
 
 
-@app.command()
-def predict(
+@app.command("predict")
+def predict_command(
     data: Annotated[Path, typer.Option(help="Data directory holding the five tables.")],
     brand: Annotated[str, typer.Option(help="Brand to score audiences for (a brands.brand_id).")],
     out: Annotated[Path, typer.Option(help="Output folder; replaced atomically when done.")],
@@ -337,8 +284,12 @@ def predict(
         ),
     ] = None,
     model: Annotated[
-        str, typer.Option(help="MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION).")
-    ] = "models:/audience-loyalty@champion",
+        str | None,
+        typer.Option(
+            help="MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model). "
+            "Default: models:/NAME@champion, NAME from the config's tracking.model_name."
+        ),
+    ] = None,
     config: Annotated[
         Path | None,
         typer.Option(
@@ -367,147 +318,65 @@ def predict(
     followers, cost per expected loyal customer, a rank by cost and a rank by rate) and
     manifest.json. See docs/output_contract.md.
     """
-    from loyalty_model import engines, io, tracking
-    from loyalty_model import predict as scoring
-    from loyalty_model.config import ConfigError, load_config
-    from loyalty_model.contract import ContractError
-    from loyalty_model.intervals import INTERVAL
-    from loyalty_model.spine import scoring_spine
+    from loyalty_model import api
 
-    if fmt not in ("parquet", "csv"):
-        _fail(f"--format must be parquet or csv, got {fmt!r}")
-    if not data.is_dir():
-        _fail(f"data directory not found: {data}")
-    try:
-        cfg = load_config(config, list(set_ or []))
-    except ConfigError as exc:
-        _fail(str(exc))
-    t0 = time.perf_counter()
-    spill = tempfile.TemporaryDirectory(prefix="loyalty-spill-")
-    try:
-        con = engines.duckdb_connection(memory_limit=memory_limit, temp_dir=spill.name)
-    except Exception as exc:  # duckdb rejects a malformed limit
-        _fail(f"--memory-limit {memory_limit!r}: {str(exc).splitlines()[0]}")
-    try:
-        views = io.register_tables(con, data)
-        req = _scoring_request(con, brand, as_of, influencers)
-        loaded, ref = tracking.load_for_scoring(model, cfg.tracking)
-        scoring.check_spec(loaded)
-    except (ContractError, scoring.ModelError, tracking.ModelError, ValueError) as exc:
-        _fail(str(exc))
-    tables = engines.ibis_tables(con, list(views))
-    ids, as_of_dt = req
-    requested = None if influencers is None else ids
-    n_rows = int(scoring_spine(tables, brand, as_of_dt, requested).count().execute())
-    model_ref = scoring.ModelRef(**ref)
-    batches = scoring.feature_batches(con, tables, brand, as_of_dt, requested, loaded, batch_rows)
-    inf_frame = con.execute("SELECT * FROM influencers").df()
-    with io.atomic_dir(out) as tmp, _progress(n_rows) as advance:
-        writer = io.TableWriter(tmp / f"follower_scores.{fmt}", scoring.FOLLOWER_SCHEMA, fmt)
-        written, audiences, t_pred = scoring.score(
-            batches, loaded, model_ref, brand, as_of_dt, writer.write, advance
-        )
-        writer.close()
-        cal = loaded.calibrator
-        disp = cal.audience_dispersion
-        aud = scoring.audience_scores(
-            audiences, inf_frame, brand, as_of_dt, ids, disp, cal.audience_spread
-        )
-        io.write_frame(aud, tmp / f"audience_scores.{fmt}", fmt)
-        manifest = {
-            "output_schema_version": scoring.OUTPUT_SCHEMA_VERSION,
-            "package_version": __version__,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": ref,
-            "brand_id": brand,
-            "as_of": as_of_dt.isoformat(),
-            "influencers_requested": "all" if influencers is None else len(ids),
-            "inputs": io.input_fingerprints(con, data),
-            "rows_written": {"follower_scores": written, "audience_scores": len(aud)},
-            "format": fmt,
-            "currency": cfg.data.currency,
-            "scale": "full_audience",
-            "interval": INTERVAL,
-            "audience_dispersion": disp,
-            "audiences": scoring.audience_summary(aud),
-        }
-        io.write_json(manifest, tmp / "manifest.json")
-    seconds = time.perf_counter() - t0
-    _print_top(aud, cfg.data.currency, out, written, seconds, t_pred)
-    from loyalty_model.evaluate import truth_of_request
-
-    truth = truth_of_request(io.read_truth_audiences(data), brand, as_of_dt)
-    if truth is not None:
-        _print_against_truth(aud, truth)
-
-
-def _scoring_request(con, brand: str, as_of: str | None, influencers: str | None):
-    """Check the request against the data: (influencer ids, as-of datetime)."""
-    from datetime import date as date_cls
-
-    known = {r[0] for r in con.execute("SELECT brand_id FROM brands").fetchall()}
-    if brand not in known:
-        ex = ", ".join(repr(b) for b in sorted(known)[:5])
-        raise ValueError(f"brands.brand_id: unknown brand {brand!r} (known e.g. {ex})")
-    all_ids = [
-        r[0] for r in con.execute("SELECT influencer_id FROM influencers ORDER BY 1").fetchall()
-    ]
-    if influencers is None:
-        ids = all_ids
-    else:
-        text = influencers
-        if influencers.startswith("@"):
-            path = Path(influencers[1:])
-            if not path.is_file():
-                raise ValueError(f"influencer list file not found: {path}")
-            text = path.read_text()
-        ids = sorted({t.strip() for t in text.replace("\n", ",").split(",") if t.strip()})
-        if not ids:
-            raise ValueError("--influencers names no influencer")
-        unknown = sorted(set(ids) - set(all_ids))
-        if unknown:
-            raise ValueError(
-                f"influencers.influencer_id: {len(unknown)} unknown influencer(s), e.g. "
-                + ", ".join(repr(u) for u in unknown[:5])
+    with _errors():
+        ids = None if influencers is None else _influencer_ids(influencers)
+        with _progress() as progress:
+            result = api.predict(
+                data,
+                brand,
+                out,
+                as_of=as_of,
+                influencers=ids,
+                model=model,
+                fmt=fmt,
+                config=config,
+                overrides=set_ or (),
+                batch_rows=batch_rows,
+                memory_limit=memory_limit,
+                progress=progress,
             )
-    first, last = con.execute("SELECT min(event_ts), max(event_ts) FROM events").fetchall()[0]
-    if last is None:
-        raise ValueError("events: the table is empty; nothing to score from")
-    if as_of is None:
-        day = last.date() + timedelta(days=1)
-    else:
-        try:
-            day = date_cls.fromisoformat(as_of)
-        except ValueError:
-            raise ValueError(f"--as-of must be a date YYYY-MM-DD, got {as_of!r}") from None
-        if day <= first.date():
-            raise ValueError(
-                f"--as-of {day} is not after the first event ({first.date()}): no history to "
-                "score from"
-            )
-    return ids, datetime(day.year, day.month, day.day, tzinfo=UTC)
+    currency = str(result.manifest["currency"])
+    _print_top(result.audiences, currency)
+    console.print(
+        f"{result.rows['follower_scores']:,} followers scored in {result.seconds:.1f}s "
+        f"(model {result.model_seconds:.1f}s); files in [bold]{result.out}[/]: follower_scores, "
+        "audience_scores, manifest.json"
+    )
+    if result.truth is not None:
+        _print_against_truth(result)
+
+
+def _influencer_ids(option: str) -> list[str]:
+    """--influencers ID,ID,... or @FILE (ids separated by commas or lines)."""
+    from loyalty_model.errors import RequestError
+
+    text = option
+    if option.startswith("@"):
+        path = Path(option[1:])
+        if not path.is_file():
+            raise RequestError(f"influencer list file not found: {path}")
+        text = path.read_text()
+    return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
 
 
 @contextlib.contextmanager
-def _progress(total: int):
+def _progress() -> Iterator[Progress]:
     """A progress bar on a terminal; plain log lines otherwise."""
     from rich.progress import Progress
 
-    if console.is_terminal:
-        with Progress(console=console, transient=True) as bar:
-            task = bar.add_task("scoring followers", total=total)
-            yield lambda n: bar.advance(task, n)
+    if not console.is_terminal:
+        yield lambda done, total: err.print(
+            f"scored {done:,} / {total:,} followers", highlight=False
+        )
         return
-    done = [0]
-
-    def log_line(n: int) -> None:
-        done[0] += n
-        err.print(f"scored {done[0]:,} / {total:,} followers", highlight=False)
-
-    yield log_line
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("scoring followers", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
-def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pred: float):
+def _print_top(aud: pd.DataFrame, currency: str) -> None:
     from loyalty_model.scoring import THIN_SAMPLE
 
     brand = aud["brand_id"].iloc[0] if len(aud) else ""
@@ -548,11 +417,6 @@ def _print_top(aud, currency: str, out: Path, written: int, seconds: float, t_pr
             f"* fewer than {THIN_SAMPLE} of the audience's followers in the data: the rate rests "
             "on a handful of people (the interval says how much)"
         )
-    console.print(
-        f"{written:,} followers scored in {seconds:.1f}s "
-        f"(model {t_pred:.1f}s); files in [bold]{out}[/]: follower_scores, audience_scores, "
-        "manifest.json"
-    )
 
 
 def _num(v, fmt: str) -> str:
@@ -562,11 +426,9 @@ def _num(v, fmt: str) -> str:
     return "-" if isna(v) else fmt.format(v)
 
 
-def _print_against_truth(aud, truth) -> None:
+def _print_against_truth(result: PredictionResult) -> None:
     """The simulator knows the truth of this (brand, as-of): say how the ranking compares."""
-    from loyalty_model.evaluate import audiences_against_truth
-
-    m = audiences_against_truth(aud, truth).metrics
+    m = result.truth
     console.print(
         f"against the simulator's ground truth (of the followers in the data): Spearman "
         f"{m['spearman_cost']:.2f} between predicted and true cost per loyal customer "

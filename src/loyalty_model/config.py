@@ -7,6 +7,7 @@ Unknown keys are rejected with a message that names them. Environment settings (
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
@@ -38,8 +39,10 @@ class DataConfig(_Section):
 
 
 class LabelConfig(_Section):
-    horizon_days: int = Field(90, ge=1, description="label window length after the cutoff")
-    min_purchases: int = Field(2, ge=1, description="purchases of the brand in the window")
+    horizon_days: int = Field(90, ge=1, description="label window in days, starting at the cutoff")
+    min_purchases: int = Field(
+        2, ge=1, description="minimum purchases of the brand within the window for label 1 (loyal)"
+    )
     require_attribution: bool = Field(
         False, description="the first purchase must carry the campaign's influencer_id"
     )
@@ -62,8 +65,20 @@ class SplitConfig(_Section):
     method: Literal["fraction", "date"] = Field(
         "fraction", description="split campaign start times by fractions or by dates"
     )
-    valid_fraction: float = Field(0.15, gt=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    valid_fraction: float = Field(
+        0.15,
+        gt=0,
+        lt=1,
+        description="share of distinct campaign start times, just before test, that form "
+        "validation (method=fraction)",
+    )
+    test_fraction: float = Field(
+        0.2,
+        gt=0,
+        lt=1,
+        description="share of the latest distinct campaign start times that form test "
+        "(method=fraction); valid_fraction + test_fraction must be < 1",
+    )
     valid_start: date | None = Field(None, description="first day of validation (method=date)")
     test_start: date | None = Field(None, description="first day of test (method=date)")
 
@@ -80,35 +95,57 @@ class SplitConfig(_Section):
 
 
 class ModelConfig(_Section):
-    learning_rate: float = Field(0.03, gt=0)
-    num_leaves: int = Field(7, ge=2)
-    min_child_samples: int = Field(300, ge=1)
+    learning_rate: float = Field(
+        0.03, gt=0, description="LightGBM shrinkage per tree; smaller needs more trees"
+    )
+    num_leaves: int = Field(7, ge=2, description="maximum leaves per tree (tree complexity)")
+    min_child_samples: int = Field(
+        300, ge=1, description="minimum training rows in a leaf; guards rare positives"
+    )
     n_estimators: int = Field(2000, ge=1, description="upper bound; early stopping decides")
-    early_stopping_rounds: int = Field(100, ge=1)
+    early_stopping_rounds: int = Field(
+        100,
+        ge=1,
+        description="stop after this many trees without a better validation log loss",
+    )
     calibration_folds: int = Field(
         5,
         ge=2,
         description="folds (by campaign wave) of the out-of-fold predictions on train+valid "
         "that fit the calibrator and the audience interval dispersion",
     )
-    feature_fraction: float = Field(0.5, gt=0, le=1)
-    bagging_fraction: float = Field(0.8, gt=0, le=1)
-    reg_lambda: float = Field(1.0, ge=0)
+    feature_fraction: float = Field(
+        0.5, gt=0, le=1, description="share of features sampled for each tree (colsample_bytree)"
+    )
+    bagging_fraction: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="share of training rows sampled for each tree (subsample, every iteration)",
+    )
+    reg_lambda: float = Field(1.0, ge=0, description="L2 penalty on leaf values")
     extra_trees: bool = Field(
         True,
         description="random split thresholds (LightGBM extra_trees): campaign-level features "
         "are constant over thousands of rows, and exact thresholds fit single campaigns' luck",
     )
-    seed: int = 42
-    threads: int = Field(2, ge=1)
+    seed: int = Field(
+        42,
+        description="random seed of LightGBM, the calibrator's folds and the baselines; a fixed "
+        "seed makes training reproducible",
+    )
+    threads: int = Field(2, ge=1, description="threads for LightGBM and DuckDB during training")
 
 
 class TrackingConfig(_Section):
     uri: str | None = Field(
         None, description="MLflow tracking URI; MLFLOW_TRACKING_URI wins, else sqlite:///mlflow.db"
     )
-    experiment: str = "loyalty-model"
-    model_name: str = "audience-loyalty"
+    experiment: str = Field("loyalty-model", description="MLflow experiment that holds the runs")
+    model_name: str = Field(
+        "audience-loyalty",
+        description="MLflow registered model name; versions carry the challenger/champion aliases",
+    )
 
 
 class GateConfig(_Section):
@@ -118,18 +155,30 @@ class GateConfig(_Section):
     min_delta: float = Field(
         0.0, ge=0, description="improvement required (in the metric's better direction)"
     )
-    max_ece: float = Field(0.02, ge=0, description="floor: test expected calibration error")
-    min_roc_auc: float = Field(0.6, ge=0, le=1, description="floor: test ROC-AUC")
+    max_ece: float = Field(
+        0.02, ge=0, description="absolute floor: highest test expected calibration error allowed"
+    )
+    min_roc_auc: float = Field(
+        0.6, ge=0, le=1, description="absolute floor: lowest test ROC-AUC allowed"
+    )
 
 
 class Config(_Section):
-    data: DataConfig = DataConfig()
-    label: LabelConfig = LabelConfig()
-    features: FeatureConfig = FeatureConfig()
-    split: SplitConfig = SplitConfig()
-    model: ModelConfig = ModelConfig()
-    tracking: TrackingConfig = TrackingConfig()
-    gate: GateConfig = GateConfig()
+    data: DataConfig = Field(
+        DataConfig(), description="input tables: directory, engine, sample, currency"
+    )
+    label: LabelConfig = Field(LabelConfig(), description="what counts as a loyal follower")
+    features: FeatureConfig = Field(FeatureConfig(), description="feature construction")
+    split: SplitConfig = Field(
+        SplitConfig(), description="train/valid/test split by campaign start time"
+    )
+    model: ModelConfig = Field(ModelConfig(), description="LightGBM classifier and calibration")
+    tracking: TrackingConfig = Field(
+        TrackingConfig(), description="MLflow experiment and model registry"
+    )
+    gate: GateConfig = Field(
+        GateConfig(), description="promotion gate: when a challenger becomes champion"
+    )
 
     def flat(self) -> dict[str, Any]:
         """section.key -> value, for logging as parameters."""
@@ -154,11 +203,17 @@ def _set_dotted(tree: dict, dotted: str) -> None:
     tree[section][name] = yaml.safe_load(raw)
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Read YAML (if given), apply `section.key=value` overrides, validate."""
+def load_config(
+    source: Config | str | Path | None = None, overrides: Sequence[str] | None = None
+) -> Config:
+    """A validated Config: from a YAML file (or a Config object; None: the built-in defaults),
+    with `section.key=value` overrides applied on top."""
     tree: dict = {}
-    if path is not None:
-        path = Path(path)
+    path = None
+    if isinstance(source, Config):
+        tree = source.model_dump(mode="json")
+    elif source is not None:
+        path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
         tree = yaml.safe_load(path.read_text()) or {}
@@ -174,5 +229,5 @@ def load_config(path: Path | None = None, overrides: list[str] | None = None) ->
             where = ".".join(str(p) for p in e["loc"])
             what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
             msgs.append(f"{where}: {what}" if where else what)
-        source = f"{path}: " if path else ""
-        raise ConfigError(f"{source}invalid config: {'; '.join(msgs)}") from None
+        prefix = f"{path}: " if path else ""
+        raise ConfigError(f"{prefix}invalid config: {'; '.join(msgs)}") from None

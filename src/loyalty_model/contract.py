@@ -70,23 +70,36 @@ SCHEMAS: dict[str, Table] = {
         Table(
             "events",
             (
-                Column("event_ts", "timestamp", doc="when it happened, UTC"),
-                Column("follower_id", "string"),
+                Column("event_ts", "timestamp", doc="when it happened (UTC)"),
+                Column("follower_id", "string", doc="who acted"),
                 Column(
                     "influencer_id",
                     "string",
                     nullable=True,
-                    doc="null for purchases not attributed to an influencer",
+                    doc="whose post (engagement) or who the purchase is attributed to (promo "
+                    "code); null for purchases not attributed to an influencer",
                 ),
-                Column("brand_id", "string", nullable=True, doc="null for non-sponsored content"),
-                Column("post_id", "string", nullable=True),
-                Column("event_type", "string", allowed=EVENT_TYPES),
+                Column(
+                    "brand_id",
+                    "string",
+                    nullable=True,
+                    doc="the sponsoring brand of the post, or the brand bought; null for "
+                    "non-sponsored content",
+                ),
+                Column(
+                    "post_id",
+                    "string",
+                    nullable=True,
+                    doc="the post engaged with; null for purchases",
+                ),
+                Column("event_type", "string", allowed=EVENT_TYPES, doc="what the follower did"),
                 Column(
                     "amount",
                     "float",
                     nullable=True,
                     min_value=0.0,
-                    doc=">= 0 for purchases, null otherwise",
+                    doc="purchase value, >= 0 and finite; required for purchase, must be null "
+                    "for every other type",
                 ),
             ),
             doc="one row per follower interaction or purchase",
@@ -96,8 +109,13 @@ SCHEMAS: dict[str, Table] = {
             (
                 Column("follower_id", "string"),
                 Column("influencer_id", "string"),
-                Column("followed_at", "timestamp"),
-                Column("unfollowed_at", "timestamp", nullable=True),
+                Column("followed_at", "timestamp", doc="start of the follow"),
+                Column(
+                    "unfollowed_at",
+                    "timestamp",
+                    nullable=True,
+                    doc="end of the follow, null while still following; not before followed_at",
+                ),
             ),
             key=("follower_id", "influencer_id", "followed_at"),
             doc="one row per follow period",
@@ -106,9 +124,21 @@ SCHEMAS: dict[str, Table] = {
             "influencers",
             (
                 Column("influencer_id", "string"),
-                Column("follower_count", "int", min_value=0),
-                Column("category", "string"),
-                Column("price_per_post", "float", nullable=True, min_value=0.0),
+                Column("follower_count", "int", min_value=0, doc="nominal audience size, >= 0"),
+                Column(
+                    "category",
+                    "string",
+                    doc="niche, e.g. beauty, fitness, food, tech, gaming, fashion, travel, "
+                    "parenting",
+                ),
+                Column(
+                    "price_per_post",
+                    "float",
+                    nullable=True,
+                    min_value=0.0,
+                    doc="price of one sponsored post, >= 0, in the currency of config "
+                    "data.currency; null when unknown",
+                ),
                 Column(
                     "sample_fraction",
                     "float",
@@ -117,7 +147,7 @@ SCHEMAS: dict[str, Table] = {
                     min_value=0.0,
                     min_exclusive=True,
                     max_value=1.0,
-                    doc="share of the influencer's audience present in follows, in (0, 1]",
+                    doc="share of the influencer's audience that follows holds, in (0, 1]",
                 ),
             ),
             key=("influencer_id",),
@@ -126,8 +156,18 @@ SCHEMAS: dict[str, Table] = {
             "brands",
             (
                 Column("brand_id", "string"),
-                Column("category", "string"),
-                Column("avg_price", "float", nullable=True, min_value=0.0),
+                Column(
+                    "category",
+                    "string",
+                    doc="the brand's category (same vocabulary as influencer niches)",
+                ),
+                Column(
+                    "avg_price",
+                    "float",
+                    nullable=True,
+                    min_value=0.0,
+                    doc="typical purchase value, >= 0; null when unknown",
+                ),
             ),
             key=("brand_id",),
         ),
@@ -137,8 +177,16 @@ SCHEMAS: dict[str, Table] = {
                 Column("campaign_id", "string"),
                 Column("brand_id", "string"),
                 Column("influencer_id", "string"),
-                Column("start_ts", "timestamp"),
-                Column("cost", "float", nullable=True, min_value=0.0),
+                Column(
+                    "start_ts", "timestamp", doc="campaign start; the cutoff of its training rows"
+                ),
+                Column(
+                    "cost",
+                    "float",
+                    nullable=True,
+                    min_value=0.0,
+                    doc="what the brand paid, >= 0; null when unknown",
+                ),
             ),
             key=("campaign_id",),
         ),

@@ -68,3 +68,15 @@ def decide(
             f"{'better' if delta > 0 else 'not better'} by {delta:.4f}, needs > {gate.min_delta}"
         )
     return Decision(ok, tuple(reasons))
+
+
+CHAMPION_PREFIX = "champion_test_"
+
+
+def champion_metrics(candidate_metrics: dict[str, float]) -> dict[str, float]:
+    """The champion's test metrics a candidate's run recorded on the same test rows
+    (`champion_test_X` -> `test_X`), ready for `decide`."""
+    n = len(CHAMPION_PREFIX)
+    return {
+        "test_" + k[n:]: v for k, v in candidate_metrics.items() if k.startswith(CHAMPION_PREFIX)
+    }

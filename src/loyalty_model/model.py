@@ -196,9 +196,18 @@ def to_matrix(frame: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
         block.to_numpy(dtype="float64", na_value=np.nan), columns=numeric, index=frame.index
     )
     for c in spec.categorical:
-        codes = pd.Categorical(frame[c].astype("object"), categories=spec.categories[c]).codes
+        codes = _category_codes(frame[c], spec.categories[c])
         out[c] = np.where(codes < 0, np.nan, codes.astype("float64"))
     return out[list(spec.names)]
+
+
+def _category_codes(values: pd.Series, categories: tuple[str, ...]) -> np.ndarray:
+    """The position of each value in `categories`; -1 for a missing or unseen value.
+
+    The codes `pd.Categorical(values, categories=categories)` gives, without building a
+    Categorical from values outside its categories (deprecated in pandas 3, an error in 4)."""
+    vocab = pd.CategoricalDtype(categories).categories  # validated as Categorical does
+    return vocab.get_indexer_for(values.astype("object"))
 
 
 @dataclass

@@ -8,9 +8,9 @@ interval, at most EXACT_MAX followers); the engine spills to disk beyond its mem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ import pyarrow as pa
 from loyalty_model.compat import duckdb_batches
 from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.contract import tier_of
-from loyalty_model.errors import ModelError
+from loyalty_model.errors import ModelError, RequestError
 from loyalty_model.features import FEATURE_VERSION, build_features
 from loyalty_model.intervals import AudienceAccumulator, pooled_variance
 from loyalty_model.model import LoyaltyModel
@@ -51,6 +51,69 @@ class ModelRef:
     name: str | None
     version: str | None
     run_id: str | None
+
+
+@dataclass(frozen=True)
+class ScoringRequest:
+    """A request checked against the data: which influencers, scored as of when."""
+
+    brand_id: str
+    influencer_ids: tuple[str, ...]  # sorted; every influencer when none were named
+    as_of: datetime  # midnight UTC: features use the days before it
+    all_influencers: bool  # none were named
+    first_event: datetime
+    last_event: datetime
+
+
+def scoring_request(
+    con, brand_id: str, as_of: str | date | None, influencers: Sequence[str] | None
+) -> ScoringRequest:
+    """Check a request against the registered tables; RequestError (one line) when the data
+    cannot answer it. `as_of` (a date or YYYY-MM-DD) defaults to the day after the last
+    event; `influencers` to all of them."""
+    known = {r[0] for r in con.execute("SELECT brand_id FROM brands").fetchall()}
+    if brand_id not in known:
+        ex = ", ".join(repr(b) for b in sorted(known)[:5])
+        raise RequestError(f"brands.brand_id: unknown brand {brand_id!r} (known e.g. {ex})")
+    all_ids = [
+        r[0] for r in con.execute("SELECT influencer_id FROM influencers ORDER BY 1").fetchall()
+    ]
+    if influencers is None:
+        ids = all_ids
+    else:
+        ids = sorted({str(i).strip() for i in influencers if str(i).strip()})
+        if not ids:
+            raise RequestError("the influencer list names no influencer")
+        unknown = sorted(set(ids) - set(all_ids))
+        if unknown:
+            raise RequestError(
+                f"influencers.influencer_id: {len(unknown)} unknown influencer(s), e.g. "
+                + ", ".join(repr(u) for u in unknown[:5])
+            )
+    first, last = con.execute("SELECT min(event_ts), max(event_ts) FROM events").fetchall()[0]
+    if last is None:
+        raise RequestError("events: the table is empty; nothing to score from")
+    if as_of is None:
+        day = last.date() + timedelta(days=1)
+    elif isinstance(as_of, date):
+        day = as_of.date() if isinstance(as_of, datetime) else as_of
+    else:
+        try:
+            day = date.fromisoformat(as_of)
+        except ValueError:
+            raise RequestError(f"as-of must be a date YYYY-MM-DD, got {as_of!r}") from None
+    if day <= first.date():
+        raise RequestError(
+            f"as-of {day} is not after the first event ({first.date()}): no history to score from"
+        )
+    return ScoringRequest(
+        brand_id,
+        tuple(ids),
+        datetime(day.year, day.month, day.day, tzinfo=UTC),
+        influencers is None,
+        first,
+        last,
+    )
 
 
 def check_spec(model: LoyaltyModel) -> tuple[FeatureConfig, LabelConfig]:
@@ -279,6 +342,43 @@ def audience_scores(
     float_cols += ["price_per_post", "sample_fraction"]
     df[float_cols] = df[float_cols].astype("float64")
     return rank_audiences(df)[list(AUDIENCE_COLUMNS)]
+
+
+def manifest(
+    request: ScoringRequest,
+    model: ModelRef,
+    inputs: dict[str, dict],
+    rows: dict[str, int],
+    fmt: str,
+    currency: str,
+    dispersion: float,
+    audiences: pd.DataFrame,
+) -> dict:
+    """manifest.json of a prediction folder (docs/output_contract.md)."""
+    from dataclasses import asdict
+
+    from loyalty_model import __version__
+    from loyalty_model.intervals import INTERVAL
+
+    return {
+        "output_schema_version": OUTPUT_SCHEMA_VERSION,
+        "package_version": __version__,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "model": asdict(model),
+        "brand_id": request.brand_id,
+        "as_of": request.as_of.isoformat(),
+        "influencers_requested": (
+            "all" if request.all_influencers else len(request.influencer_ids)
+        ),
+        "inputs": inputs,
+        "rows_written": rows,
+        "format": fmt,
+        "currency": currency,
+        "scale": "full_audience",
+        "interval": INTERVAL,
+        "audience_dispersion": dispersion,
+        "audiences": audience_summary(audiences),
+    }
 
 
 def audience_summary(aud: pd.DataFrame) -> dict:

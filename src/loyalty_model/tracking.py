@@ -12,6 +12,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import pandas as pd
@@ -22,6 +23,9 @@ from mlflow.models import infer_signature
 from loyalty_model.config import Config, TrackingConfig
 from loyalty_model.errors import ModelError
 from loyalty_model.model import BOOSTER_FILE, SPEC_FILE, LoyaltyModel
+
+if TYPE_CHECKING:
+    from loyalty_model.training import RunRecord
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -48,6 +52,23 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or DEFAULT_URI
 
 
+def _use(cfg: TrackingConfig) -> str:
+    """Point MLflow at the store of `cfg` and return its URI.
+
+    `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into the environment (for
+    subprocesses); left there, the first store a process used would win over every later
+    config (a notebook training into one store could never score from another). The user's
+    own environment is put back."""
+    uri = tracking_uri(cfg)
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+    return uri
+
+
 class LoyaltyPyfunc(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: a feature frame in, a `p_loyal` column of probabilities out."""
 
@@ -66,6 +87,7 @@ class Registered:
     version: str
     aliases: tuple[str, ...]
     uri: str
+    artifact_uri: str  # the run's artifact root
 
 
 def _pip_requirements() -> list[str]:
@@ -78,30 +100,22 @@ def _pip_requirements() -> list[str]:
 
 
 def log_training_run(
-    cfg: Config,
-    model: LoyaltyModel,
-    params: dict,
-    metrics: dict[str, float],
-    artifacts: dict[str, str],
-    example: pd.DataFrame,
-    figures: dict | None = None,
-    tags: dict[str, str] | None = None,
+    cfg: Config, model: LoyaltyModel, record: RunRecord, example: pd.DataFrame
 ) -> Registered:
     """One run: params, metrics, text artifacts, figures, the pyfunc model; register it and
     give it alias `challenger` (and `champion` when there is none yet)."""
     _quiet()
-    mlflow.set_tracking_uri(tracking_uri(cfg.tracking))
+    _use(cfg.tracking)
     mlflow.set_experiment(cfg.tracking.experiment)
     name = cfg.tracking.model_name
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})  # drop NaN
-        for filename, text in artifacts.items():
+        mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
+        mlflow.log_metrics({k: v for k, v in record.metrics.items() if v == v})  # drop NaN
+        for filename, text in record.artifacts.items():
             mlflow.log_text(text, filename)
-        for filename, fig in (figures or {}).items():
+        for filename, fig in record.figures.items():
             mlflow.log_figure(fig, filename)
-        if tags:
-            mlflow.set_tags(tags)
+        mlflow.set_tags(record.tags)
         model_dir = Path(tmp) / "model"
         model.save(model_dir)
         x = example[list(model.spec.names)].copy()
@@ -129,12 +143,17 @@ def log_training_run(
             aliases.append(CHAMPION)
         mlflow.set_tag("aliases_at_registration", ",".join(aliases))
         return Registered(
-            run.info.run_id, name, version, tuple(aliases), f"models:/{name}/{version}"
+            run.info.run_id,
+            name,
+            version,
+            tuple(aliases),
+            f"models:/{name}/{version}",
+            run.info.artifact_uri,
         )
 
 
 def load_pyfunc(uri: str, cfg: TrackingConfig):
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    _use(cfg)
     return mlflow.pyfunc.load_model(uri)
 
 
@@ -142,7 +161,7 @@ def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]
     """The packaged model behind a models:/ or runs:/ URI and what identifies it
     (uri, name, version, run_id)."""
     _quiet()
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    _use(cfg)
     name = version = run_id = None
     try:
         if uri.startswith("models:/"):
@@ -166,16 +185,22 @@ def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]
     return inner.model, {"uri": uri, "name": name, "version": version, "run_id": run_id}
 
 
-def load_champion(cfg: TrackingConfig) -> tuple[LoyaltyModel, str] | None:
+@dataclass(frozen=True)
+class Champion:
+    model: LoyaltyModel
+    version: str
+
+
+def load_champion(cfg: TrackingConfig) -> Champion | None:
     """The current champion and its version, or None when there is none yet."""
     _quiet()
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    _use(cfg)
     try:
         mv = MlflowClient().get_model_version_by_alias(cfg.model_name, CHAMPION)
     except MlflowException:
         return None
     model, _ = load_for_scoring(f"models:/{cfg.model_name}/{mv.version}", cfg)
-    return model, str(mv.version)
+    return Champion(model, str(mv.version))
 
 
 @dataclass(frozen=True)
@@ -191,7 +216,7 @@ def candidate(cfg: TrackingConfig, version: str | None) -> Candidate:
     """A registered version (default: the challenger) with its run's metrics, and the
     current champion's version."""
     _quiet()
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    _use(cfg)
     client = MlflowClient()
     name = cfg.model_name
     try:
@@ -215,7 +240,7 @@ def record_promotion(
     cfg: TrackingConfig, cand: Candidate, promoted: bool, summary: str, forced: bool
 ) -> None:
     """Log the gate's decision on the candidate's run; move `champion` when promoted."""
-    mlflow.set_tracking_uri(tracking_uri(cfg))
+    _use(cfg)
     client = MlflowClient()
     client.set_tag(cand.run_id, "gate.decision", "promoted" if promoted else "rejected")
     client.set_tag(cand.run_id, "gate.reasons", summary[:5000])

@@ -74,6 +74,57 @@ class TruthCheck:
         }
 
 
+@dataclass(frozen=True)
+class RunRecord:
+    """What a training run logs: parameters, metrics, text artifacts (file name -> text),
+    figures (file name -> matplotlib figure) and tags."""
+
+    params: dict[str, object]
+    metrics: dict[str, float]
+    artifacts: dict[str, str]
+    figures: dict[str, object]
+    tags: dict[str, str]
+
+
+def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | None) -> RunRecord:
+    """The run record of a training outcome (`champion_version`: the champion it was compared
+    with on the same test rows, None when there was none)."""
+    import json
+
+    import yaml
+
+    from loyalty_model import plots
+    from loyalty_model.card import model_card, table_md
+
+    ev = outcome.evaluation
+    params = {
+        **cfg.flat(),
+        **{f"size.{k}": v for k, v in outcome.sizes.items()},
+        "calibration": outcome.model.calibrator.method,
+    }
+    artifacts = {
+        "config.yaml": yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False),
+        "feature_spec.json": json.dumps(outcome.model.spec.to_dict(), indent=2),
+        "feature_importance.csv": outcome.model.importance().to_csv(index=False),
+        "calibration.json": json.dumps(outcome.model.calibrator.to_dict(), indent=2),
+        "baselines.csv": ev.baselines.to_csv(index=False),
+        "baselines.md": table_md(ev.baselines) + "\n",
+        "audiences_test.csv": ev.audiences.to_csv(index=False),
+        "model_card.md": model_card(cfg, outcome),
+    }
+    if outcome.truth is not None:
+        artifacts["audiences_vs_truth.csv"] = outcome.truth.scenarios.to_csv(index=False)
+        artifacts["audience_tiers_vs_truth.csv"] = outcome.truth.tiers.to_csv(index=False)
+    figures = plots.all_figures(outcome.model, outcome.frames["test"], ev.test_scores)
+    return RunRecord(
+        params=params,
+        metrics={**outcome.metrics, **outcome.sizes, **outcome.timings},
+        artifacts=artifacts,
+        figures=figures,
+        tags={"champion_compared": champion_version or "none"},
+    )
+
+
 def audiences_against_scenarios(
     con: duckdb.DuckDBPyConnection, model: LoyaltyModel, truth: pd.DataFrame
 ) -> TruthCheck:

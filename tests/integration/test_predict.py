@@ -218,9 +218,9 @@ def test_influencer_subset_and_file(trained, tmp_path):
         (["--brand", "nope"], "brands.brand_id: unknown brand 'nope'"),
         (["--influencers", "i0001,zz9,zz8"], "2 unknown influencer(s), e.g. 'zz8', 'zz9'"),
         (["--as-of", "2020-01-01"], "is not after the first event"),
-        (["--as-of", "someday"], "--as-of must be a date"),
+        (["--as-of", "someday"], "as-of must be a date YYYY-MM-DD"),
         (["--model", "models:/audience-loyalty@nope"], "cannot load model"),
-        (["--format", "xlsx"], "--format must be parquet or csv"),
+        (["--format", "xlsx"], "format must be parquet or csv"),
     ],
 )
 def test_bad_arguments_fail_cleanly_and_write_nothing(trained, tmp_path, extra, message):

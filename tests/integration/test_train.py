@@ -112,9 +112,11 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
 
 def test_second_version_is_challenger_and_champion_stays(tiny_world, store):
     train(tiny_world)
-    out = train(tiny_world, "--set", "model.num_leaves=7")
+    out = train(tiny_world, "--set", "model.num_leaves=15")  # the default is 7
     assert "version 2  aliases: challenger\n" in out
     client = MlflowClient(tracking_uri=store)
+    v2 = client.get_run(client.get_model_version("audience-loyalty", "2").run_id)
+    assert v2.data.params["model.num_leaves"] == "15"
     assert str(client.get_model_version_by_alias("audience-loyalty", "champion").version) == "1"
     assert str(client.get_model_version_by_alias("audience-loyalty", "challenger").version) == "2"
 
@@ -126,6 +128,7 @@ def test_training_is_deterministic(tiny_world, store):
     def table(out):
         return [line for line in out.splitlines() if line.startswith(("│ roc_auc", "│ pr_auc"))]
 
+    assert len(table(first)) == 2, first  # the metrics table was rendered and found
     assert table(first) == table(second)
 
 

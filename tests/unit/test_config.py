@@ -3,8 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import BaseModel
 
-from loyalty_model.config import ConfigError, load_config
+from loyalty_model.config import Config, ConfigError, load_config
 
 DEFAULT = Path(__file__).parents[2] / "configs" / "default.yaml"
 
@@ -58,3 +59,27 @@ def test_missing_file():
 def test_flat_params():
     flat = load_config(DEFAULT).flat()
     assert flat["label.horizon_days"] == 90 and flat["model.seed"] == 42
+
+
+def _fields_without_description(model: type[BaseModel], prefix: str = "") -> list[str]:
+    """Dotted names of the fields of `model` and of its nested section models that lack a
+    description."""
+    missing = []
+    for name, info in model.model_fields.items():
+        dotted = f"{prefix}{name}"
+        if not (info.description or "").strip():
+            missing.append(dotted)
+        if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
+            missing += _fields_without_description(info.annotation, f"{dotted}.")
+    return missing
+
+
+def test_every_config_field_is_documented():
+    not_sections = [
+        n
+        for n, f in Config.model_fields.items()
+        if not (isinstance(f.annotation, type) and issubclass(f.annotation, BaseModel))
+    ]
+    assert not not_sections, f"top-level config keys that are not sections: {not_sections}"
+    missing = _fields_without_description(Config)
+    assert not missing, f"config fields without a description=: {', '.join(missing)}"

@@ -3,11 +3,24 @@ kind of violation is reported with table, column, count and examples."""
 
 from __future__ import annotations
 
+import re
+import typing
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from loyalty_model.contract import (
+    _SQL_TYPE,
+    EVENT_TYPES,
+    FOREIGN_KEYS,
+    SCHEMAS,
+    TABLES,
+    Column,
+    ForeignKey,
+    Kind,
+)
 from loyalty_model.engines import duckdb_connection
 from loyalty_model.errors import ContractError
 from loyalty_model.io import register_tables, validate_dir
@@ -274,3 +287,174 @@ def test_a_declared_sample_fraction_is_read(tmp_path):
     con = duckdb_connection()
     register_tables(con, write(tables, tmp_path))
     assert con.execute("SELECT sample_fraction FROM influencers").fetchall() == [(0.25,)]
+
+
+# --- docs/data_contract.md agrees with the schemas in contract.py ---------------------------
+
+DOC = Path(__file__).parents[2] / "docs" / "data_contract.md"
+_TABLE_HEADING = re.compile(r"^### `(?P<name>[^`]+)`(?: — (?P<doc>.+))?$")
+
+
+@dataclass
+class DocTable:
+    """One `### `TABLE`` section of the doc: heading text, column rows, key lines."""
+
+    doc: str
+    rows: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, type, null?, rules
+    key_lines: list[str] = field(default_factory=list)
+
+
+def _cells(line: str, n: int) -> list[str]:
+    """The cells of a markdown table row; the last cell keeps any further `|`."""
+    return [c.strip() for c in line.strip()[1:-1].split("|", n - 1)]
+
+
+def _is_header_or_rule(cells: list[str], header: str) -> bool:
+    return cells[0] == header or set(cells[0]) <= set("-: ")
+
+
+def _ticked(text: str) -> list[str]:
+    return re.findall(r"`([^`]+)`", text)
+
+
+def _plain(text: str) -> str:
+    """Markdown text without code ticks and bold, whitespace collapsed, lower case."""
+    return " ".join(text.replace("`", "").replace("**", "").split()).lower()
+
+
+def doc_tables(text: str) -> dict[str, DocTable]:
+    tables: dict[str, DocTable] = {}
+    current: DocTable | None = None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            m = _TABLE_HEADING.match(line)
+            current = None
+            if m:
+                assert m["name"] not in tables, f"table {m['name']!r} documented twice"
+                current = tables[m["name"]] = DocTable(doc=(m["doc"] or "").strip())
+        elif current is not None and line.startswith("|"):
+            cells = _cells(line, 4)
+            if not _is_header_or_rule(cells, "column"):
+                name = re.fullmatch(r"`([^`]+)`", cells[0])
+                current.rows.append((name[1] if name else cells[0], *cells[1:]))
+        elif current is not None and line.startswith("Key:"):
+            current.key_lines.append(line)
+    return tables
+
+
+@pytest.fixture(scope="module")
+def doc() -> dict[str, DocTable]:
+    return doc_tables(DOC.read_text())
+
+
+def _range_text(col: Column) -> str | None:
+    """How the doc states a column's numeric range, e.g. `>= 0` or `(0, 1]`."""
+    lo, hi = col.min_value, col.max_value
+    if lo is None and hi is None:
+        return None
+    if lo is not None and hi is not None:
+        return f"`{'(' if col.min_exclusive else '['}{lo:g}, {hi:g}]`"
+    if lo is not None:
+        return f"`{'>' if col.min_exclusive else '>='} {lo:g}`"
+    return f"`<= {hi:g}`"
+
+
+def _section(doc: dict[str, DocTable], table: str) -> DocTable:
+    assert table in doc, f"{DOC.name} has no ### `{table}` section"
+    return doc[table]
+
+
+def _set_diff(what: str, documented: set, in_code: set) -> str:
+    """'' when equal, else what is only in the doc and what only in code."""
+    parts = [
+        f"{label}: {sorted(map(str, items))}"
+        for label, items in (
+            ("only in the doc", documented - in_code),
+            ("only in code", in_code - documented),
+        )
+        if items
+    ]
+    return f"{DOC.name} vs {what}: " + "; ".join(parts) if parts else ""
+
+
+def test_doc_documents_exactly_the_contract_tables(doc):
+    assert set(SCHEMAS) == set(TABLES)
+    diff = _set_diff("contract.TABLES (### `TABLE` sections)", set(doc), set(TABLES))
+    assert not diff, diff
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_doc_columns_match_schema(doc, table):
+    schema, documented = SCHEMAS[table], _section(doc, table)
+    names = [r[0] for r in documented.rows]
+    expected = [c.name for c in schema.columns]
+    assert names == expected, f"{DOC.name} `{table}` columns {names}, contract.py has {expected}"
+    diffs = []
+    if documented.doc != schema.doc:
+        diffs.append(f"heading says {documented.doc!r}, Table.doc is {schema.doc!r}")
+    for (name, kind, null, rules), col in zip(documented.rows, schema.columns, strict=True):
+        where = f"{table}.{name}"
+        if kind != col.kind:
+            diffs.append(f"{where}: type {kind!r} in the doc, {col.kind!r} in code")
+        said = re.match(r"(yes|no)\b", null)
+        want = "yes" if col.nullable else "no"
+        if not said or said[1] != want:
+            diffs.append(f"{where}: null? says {null!r}, code has nullable={col.nullable}")
+        if ("optional" in null.lower()) != col.optional:
+            diffs.append(f"{where}: null? says {null!r}, code has optional={col.optional}")
+        listed = re.search(r"one of ((?:`[^`]+`(?:, )?)+)", rules)
+        allowed = tuple(_ticked(listed[1])) if listed else None
+        if allowed != col.allowed:
+            diffs.append(f"{where}: allowed values {allowed} in the doc, {col.allowed} in code")
+        span = _range_text(col)
+        if span and span not in rules:
+            diffs.append(f"{where}: range {span} (min/max_value in code) not stated in the doc")
+        if col.doc and _plain(col.doc) not in _plain(rules):
+            diffs.append(f"{where}: Column.doc {col.doc!r} is not in the doc's text {rules!r}")
+    assert not diffs, f"{DOC.name} disagrees with contract.SCHEMAS:\n" + "\n".join(diffs)
+
+
+@pytest.mark.parametrize("table", TABLES)
+def test_doc_key_matches_schema(doc, table):
+    key, lines = SCHEMAS[table].key, _section(doc, table).key_lines
+    if not key:
+        assert not lines, f"{DOC.name} `{table}`: {lines} but the table has no key in code"
+        return
+    assert len(lines) == 1, f"{DOC.name} `{table}`: want one 'Key: (...)' line, found {lines}"
+    stated = re.match(r"Key: \(([^)]*)\)", lines[0])
+    documented = tuple(_ticked(stated[1])) if stated else ()
+    assert documented == key, f"{DOC.name} `{table}`: key {documented} in the doc, {key} in code"
+
+
+def test_doc_foreign_keys_match_code(doc):
+    documented = set()
+    for table, section in doc.items():
+        for name, _, _, rules in section.rows:
+            for ref in re.findall(r"must exist in `([^`]+)`", rules):
+                ref_table, _, ref_column = ref.partition(".")
+                if not ref_column:  # `influencers` means the referenced table's one-column key
+                    key = SCHEMAS[ref_table].key if ref_table in SCHEMAS else ()
+                    ref_column = key[0] if len(key) == 1 else "?"
+                documented.add(ForeignKey(table, name, ref_table, ref_column))
+    diff = _set_diff("contract.FOREIGN_KEYS ('must exist in `X`')", documented, set(FOREIGN_KEYS))
+    assert not diff, diff
+
+
+def test_doc_event_types_match_code(doc):
+    assert SCHEMAS["events"].column("event_type").allowed == EVENT_TYPES
+    rules = {r[0]: r[3] for r in _section(doc, "events").rows}["event_type"]
+    listed = re.search(r"one of ((?:`[^`]+`(?:, )?)+)", rules)
+    documented = tuple(_ticked(listed[1])) if listed else ()
+    assert documented == EVENT_TYPES, f"doc lists {documented}, EVENT_TYPES is {EVENT_TYPES}"
+
+
+def test_doc_types_table_matches_sql_types():
+    text = DOC.read_text().split("\n## Types\n", 1)[1].split("\n## ", 1)[0]
+    rows = [_cells(line, 3) for line in text.splitlines() if line.startswith("|")]
+    documented = {
+        r[0]: (_ticked(r[2]) or [r[2]])[0]
+        for r in rows
+        if not _is_header_or_rule(r, "contract type")
+    }
+    assert set(documented) == set(typing.get_args(Kind)), "contract types: doc vs contract.Kind"
+    assert documented == _SQL_TYPE, f"'read as' in the doc {documented}, code {_SQL_TYPE}"

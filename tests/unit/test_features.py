@@ -180,9 +180,44 @@ def test_influencer_and_brand_family(feats):
 
 
 def test_prior_shrinks_past_rate(tmp_path):
-    out = compute(base_tables(), tmp_path, FeatureConfig(windows=(7, 30, 90), prior_strength=8))
-    # pooled prior over campaigns closed before the cutoff is c0 itself (0.5): stays 0.5
-    assert out.loc["f1"].inf_past_loyal_rate == pytest.approx(0.5)
+    """i1's (and b1's) past rate, 1 loyal of 2 in c0, shrinks toward the pooled rate of all
+    campaigns closed before the cutoff; a second one, c2 (i2, b2), makes that pool 1 of 5."""
+    tables = base_tables()
+    tables["follows"] = pd.concat(
+        [
+            tables["follows"],
+            pd.DataFrame(
+                {
+                    "follower_id": ["f3", "f4", "f5"],
+                    "influencer_id": "i2",
+                    "followed_at": ts("2023-09-01"),
+                    "unfollowed_at": pd.Series([pd.NaT] * 3, dtype="datetime64[us, UTC]"),
+                }
+            ),
+        ],
+        ignore_index=True,
+    )
+    # c2: i2's three followers at its start, none of whom buys b2: 0 loyal of 3; closed
+    # (start + 90 days) before the cutoff
+    c2 = pd.DataFrame(
+        {
+            "campaign_id": ["c2"],
+            "brand_id": "b2",
+            "influencer_id": "i2",
+            "start_ts": [ts("2023-10-01 17:00")],
+            "cost": [None],
+        }
+    )
+    tables["campaigns"] = pd.concat([tables["campaigns"], c2], ignore_index=True)
+    loyal, followers, prior, strength = 1, 2, 1 / 5, 8
+    shrunk = compute(tables, tmp_path / "a", FeatureConfig(windows=(7, 30, 90), prior_strength=8))
+    raw = compute(tables, tmp_path / "b", FeatureConfig(windows=(7, 30, 90), prior_strength=0))
+    expected = (loyal + prior * strength) / (followers + strength)  # 0.26
+    assert shrunk.loc["f1"].inf_past_loyal_rate == pytest.approx(expected)
+    assert shrunk.loc["f1"].br_past_loyal_rate == pytest.approx(expected)  # b1: c0 only too
+    assert raw.loc["f1"].inf_past_loyal_rate == pytest.approx(loyal / followers)
+    assert raw.loc["f1"].br_past_loyal_rate == pytest.approx(loyal / followers)
+    assert shrunk.loc["f1"].inf_past_campaigns == 1  # c2 is i2's, not i1's
 
 
 def test_no_engagement_events_at_all_gives_nulls_and_zeros(tmp_path):

@@ -8,7 +8,7 @@ import pytest
 
 from loyalty_model.config import ModelConfig
 from loyalty_model.features import FeatureSpec
-from loyalty_model.model import cross_fit, fit_trees
+from loyalty_model.model import baseline_matrix, cross_fit, fit_trees, to_matrix
 from loyalty_model.training import fit_and_calibrate, waves
 
 CFG = ModelConfig(
@@ -66,6 +66,12 @@ def test_fit_and_calibrate_refits_on_train_and_valid():
     assert len(valid_p) == len(valid) and ((valid_p >= 0) & (valid_p <= 1)).all()
     assert info["final_trees"] == round(info["best_iteration"] * len(f) / len(train))
     assert model.booster.num_trees() == info["final_trees"]
+    # the served model is the refit on train + valid: exactly (fits are deterministic), and
+    # not what the same trees fitted on train alone give
+    trees, served = int(info["final_trees"]), model.predict_raw(f)
+    refit = fit_trees(pd.concat([train, valid]), spec(), CFG, trees).predict_raw(f)
+    np.testing.assert_array_equal(served, refit)
+    assert np.abs(served - fit_trees(train, spec(), CFG, trees).predict_raw(f)).max() > 0.01
     assert info["audience_dispersion"] == model.calibrator.audience_dispersion >= 0
     # campaigns differ far more than their followers' coin flips: a large dispersion
     assert info["audience_dispersion"] > 0.1
@@ -80,3 +86,22 @@ def test_audience_spread_pools_within_audience_variance_by_tier():
     spread = audience_spread(p, groups, tiers)
     # nano: a has 0.02 over 1 df, b has 4 * 0.15^2 over 3; mega: one follower each, no spread
     assert spread == {"nano": pytest.approx((0.02 + 0.09) / 4)}
+
+
+@pytest.mark.filterwarnings("error")  # e.g. pandas' deprecated Categorical of unseen values
+@pytest.mark.parametrize("dtype", [object, "str", "category"])
+def test_an_unseen_category_becomes_missing_and_known_ones_keep_their_code(dtype):
+    vocab = ("beauty", "food", "tech")  # codes 0, 1, 2: positions in the training vocabulary
+    s = FeatureSpec("t", (7,), 0.0, 90, 2, False, ("cat", "x"), ("cat",), {"cat": vocab})
+    f = pd.DataFrame(
+        {
+            "x": [1.0, 2.0, 3.0, 4.0, 5.0],
+            "cat": pd.Series(["tech", "travel", "beauty", None, "food"], dtype=dtype),
+        }
+    )
+    m = to_matrix(f, s)
+    assert list(m.columns) == ["cat", "x"] and (m.dtypes == "float64").all()
+    np.testing.assert_array_equal(m["cat"], [2.0, np.nan, 0.0, np.nan, 1.0])
+    # one-hot for the linear baseline: unseen and missing rows have no category at all
+    onehot = baseline_matrix(f, s)[:, 1:]
+    np.testing.assert_array_equal(onehot, np.eye(3)[[2, 0, 0, 0, 1]] * [[1], [0], [1], [0], [1]])

@@ -10,12 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import loyalty_model as lm
 from loyalty_model import simulation as sim
 from loyalty_model.contract import TIERS
 from loyalty_model.engines import duckdb_connection
 from loyalty_model.io import validate_dir
-
-from ..conftest import simulate_to
 
 TABLE_FILES = (
     "events.parquet",
@@ -41,12 +40,15 @@ def q(sql: str, **paths) -> pd.DataFrame:
 
 
 def test_same_preset_and_seed_give_identical_bytes(tiny_world, tmp_path):
-    again = simulate_to(tmp_path / "again", "tiny", 1)
+    again = tmp_path / "again"
+    summary = lm.simulate("tiny", 1, again)
     assert digest(again) == digest(tiny_world)
+    assert isinstance(summary, lm.SimulationSummary) and summary.preset == "tiny"
 
 
 def test_another_seed_gives_another_world(tiny_world, tmp_path):
-    other = simulate_to(tmp_path / "other", "tiny", 2)
+    other = tmp_path / "other"
+    lm.simulate("tiny", 2, other)
     assert digest(other)["events.parquet"] != digest(tiny_world)["events.parquet"]
 
 

@@ -35,7 +35,7 @@ from loyalty_model.simulation.params import (
     Params,
     Preset,
 )
-from loyalty_model.simulation.summary import Summary, summarise
+from loyalty_model.simulation.summary import SimulationSummary, summarise
 from loyalty_model.simulation.tables import EVENT_SCHEMA, entity_tables
 
 __all__ = [
@@ -48,7 +48,7 @@ __all__ = [
     "Outcomes",
     "Params",
     "Preset",
-    "Summary",
+    "SimulationSummary",
     "World",
     "build_world",
     "campaign_effects",

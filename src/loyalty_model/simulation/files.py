@@ -15,7 +15,7 @@ from loyalty_model.simulation import (
     LABEL_MIN_PURCHASES,
     PRESETS,
     WORLD_START,
-    Summary,
+    SimulationSummary,
     engagement_chunks,
     simulate_world,
     summarise,
@@ -23,7 +23,7 @@ from loyalty_model.simulation import (
 from loyalty_model.simulation.truth import choose_scenarios, scenario_truth
 
 
-def write_world(preset: str, seed: int, out: Path) -> Summary:
+def write_world(preset: str, seed: int, out: Path) -> SimulationSummary:
     """Simulate a world and write the five contract tables, ground truth and simulation.json
     to `out`, replaced atomically."""
     t0 = time.perf_counter()
@@ -67,4 +67,4 @@ def write_world(preset: str, seed: int, out: Path) -> Summary:
             for s in scenarios
         ]
         io.write_json(meta, tmp / "simulation.json")
-    return Summary(**{**summary.to_dict(), "seconds": round(time.perf_counter() - t0, 1)})
+    return SimulationSummary(**{**summary.to_dict(), "seconds": round(time.perf_counter() - t0, 1)})

@@ -13,7 +13,7 @@ from loyalty_model.simulation.params import DAY, LABEL_HORIZON_DAYS
 
 
 @dataclass(frozen=True)
-class Summary:
+class SimulationSummary:
     preset: str
     seed: int
     events: int
@@ -38,7 +38,7 @@ class Summary:
 
 def summarise(
     preset: str, w: World, gt: pa.Table, n_events: int, seconds: float, holdout_share: float = 0.25
-) -> Summary:
+) -> SimulationSummary:
     """Rates, the tier contrast and the oracle ROC-AUC on the latest campaigns."""
     from sklearn.metrics import roc_auc_score
 
@@ -53,7 +53,7 @@ def summarise(
     held = start > cut if len(starts) > 1 else np.ones(len(start), bool)
     auc = float(roc_auc_score(y[held], p[held])) if len(np.unique(y[held])) == 2 else float("nan")
     by_tier = {t: round(float(p[tier == t].mean()), 5) for t in TIERS if (tier == t).any()}
-    return Summary(
+    return SimulationSummary(
         preset=preset,
         seed=w.seed,
         events=n_events,

@@ -1,0 +1,289 @@
+"""The library's entry points: what the CLI, a notebook and a batch job call.
+
+Each function takes values (paths only where files are read or written), returns a small
+frozen dataclass and raises a `LoyaltyModelError` subclass (`errors.py`) whose message is one
+line. Nothing here prints: the CLI does (`cli.py`). docs/api.md shows them in use.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from loyalty_model.config import Config, load_config
+from loyalty_model.errors import ConfigError, DataError, PromotionError, RequestError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loyalty_model.contract import Problem
+    from loyalty_model.simulation import SimulationSummary
+    from loyalty_model.training import TrainingOutcome
+
+ConfigLike = Config | str | Path | None
+Progress = Callable[[int, int], None]  # (followers scored so far, followers to score)
+
+
+def _data_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise DataError(f"data directory not found: {path}")
+    return path
+
+
+# -- simulate, validate ---------------------------------------------------------------------
+
+
+def simulate(preset: str = "small", seed: int = 7, out: str | Path = "data") -> SimulationSummary:
+    """Simulate an influencer world into `out` (replaced atomically): the five contract tables,
+    the simulator's ground truth and simulation.json. Same preset and seed, same bytes."""
+    from loyalty_model.simulation import PRESETS
+    from loyalty_model.simulation.files import write_world
+
+    if preset not in PRESETS:
+        raise RequestError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return write_world(preset, seed, Path(out))
+
+
+def validate(data_dir: str | Path) -> list[Problem]:
+    """Every way the data directory breaks the data contract (docs/data_contract.md); an empty
+    list means it is clean."""
+    from loyalty_model import engines, io
+
+    return io.validate_dir(engines.duckdb_connection(), _data_dir(data_dir))
+
+
+# -- train, promote -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A tracked, registered training run."""
+
+    run_id: str
+    model_name: str
+    model_version: str
+    model_uri: str  # models:/NAME/VERSION
+    aliases: tuple[str, ...]  # given at registration: challenger, and champion if there was none
+    metrics: Mapping[str, float]  # everything logged on the run (valid_*, test_*, truth_*, ...)
+    artifact_uri: str  # the run's artifact root
+    artifacts: tuple[str, ...]  # files logged under it (model card, baselines, plots, ...)
+    champion_compared: str | None  # the champion version compared on the same test rows
+    outcome: TrainingOutcome = field(repr=False, compare=False)  # the model, frames, evaluation
+
+
+def train(
+    config: ConfigLike = None, data_dir: str | Path | None = None, overrides: Sequence[str] = ()
+) -> TrainResult:
+    """Build point-in-time features, fit and calibrate LightGBM, evaluate it (against the
+    baselines, the current champion on the same test rows and, on simulated data, the ground
+    truth), log the run and register the model with alias `challenger` (and `champion` when
+    there is none yet).
+
+    `config`: a Config, a YAML path or None (the defaults); `data_dir` overrides data.dir;
+    `overrides`: `section.key=value` strings, as `--set` on the command line."""
+    from loyalty_model import tracking, training
+
+    extra = list(overrides) + ([f"data.dir={data_dir}"] if data_dir is not None else [])
+    cfg = load_config(config, extra)
+    _data_dir(cfg.data.dir)
+    champion = tracking.load_champion(cfg.tracking)
+    outcome = training.fit_and_evaluate(cfg, champion.model if champion else None)
+    champion_version = champion.version if champion else None
+    record = training.run_record(cfg, outcome, champion_version)
+    reg = tracking.log_training_run(cfg, outcome.model, record, outcome.frames["train"])
+    return TrainResult(
+        run_id=reg.run_id,
+        model_name=reg.name,
+        model_version=reg.version,
+        model_uri=reg.uri,
+        aliases=reg.aliases,
+        metrics=record.metrics,
+        artifact_uri=reg.artifact_uri,
+        artifacts=(*record.artifacts, *record.figures, "model"),
+        champion_compared=champion_version,
+        outcome=outcome,
+    )
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The gate's verdict on a registered version, as recorded on its run."""
+
+    model_name: str
+    version: str
+    promoted: bool  # `champion` now points at this version
+    forced: bool  # promoted although the gate said no
+    champion_before: str | None  # None: there was no champion
+    reasons: tuple[str, ...]  # each check of the gate, in words
+    summary: str  # verdict and reasons on one line
+    already_champion: bool = False  # nothing to decide
+
+    @property
+    def champion_after(self) -> str | None:
+        return self.version if self.promoted else self.champion_before
+
+
+def promote(
+    config: ConfigLike = None,
+    version: str | None = None,
+    force: bool = False,
+    overrides: Sequence[str] = (),
+) -> GateDecision:
+    """Decide whether `version` (default: the challenger) replaces `champion`, by the config's
+    gate: absolute floors, and better than the champion on the gate metric measured on the
+    same test rows at training time. The decision is logged on the version's run; `force`
+    promotes whatever the gate says (recorded as forced). Raises PromotionError when the
+    version was compared with a champion that has since been replaced (retrain it)."""
+    from loyalty_model import gate, tracking
+
+    cfg = load_config(config, overrides)
+    cand = tracking.candidate(cfg.tracking, version)
+    name = cfg.tracking.model_name
+    if cand.champion_version == cand.version:
+        return GateDecision(
+            name, cand.version, True, False, cand.version, (), "already the champion", True
+        )
+    champion_metrics = None
+    if cand.champion_version is not None:
+        compared = cand.tags.get("champion_compared")
+        if compared != cand.champion_version and not force:
+            when = "no champion" if compared in (None, "none") else f"champion v{compared}"
+            raise PromotionError(
+                f"version {cand.version} was compared with {when} at training time, but the "
+                f"champion is now v{cand.champion_version}: retrain it, or force the promotion"
+            )
+        champion_metrics = gate.champion_metrics(cand.metrics)
+    decision = gate.decide(cand.metrics, champion_metrics, cfg.gate)
+    promoted = decision.promote or force
+    forced = force and not decision.promote
+    summary = decision.summary() + ("; FORCED" if forced else "")
+    tracking.record_promotion(cfg.tracking, cand, promoted, summary, force)
+    return GateDecision(
+        name, cand.version, promoted, forced, cand.champion_version, decision.reasons, summary
+    )
+
+
+# -- predict --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PredictionResult:
+    """A prediction folder, written atomically (docs/output_contract.md)."""
+
+    out: Path
+    files: Mapping[str, Path]  # follower_scores, audience_scores, manifest
+    rows: Mapping[str, int]  # rows written per file
+    manifest: Mapping[str, object]  # what manifest.json holds
+    audiences: pd.DataFrame = field(repr=False, compare=False)  # audience_scores, ranked
+    seconds: float = 0.0  # the whole call
+    model_seconds: float = 0.0  # of which the model's predict_proba
+    truth: Mapping[str, float] | None = None  # against the simulator's truth, where it has it
+
+
+def predict(
+    data_dir: str | Path,
+    brand: str,
+    out: str | Path,
+    as_of: str | date | None = None,
+    influencers: Sequence[str] | None = None,
+    model: str | None = None,
+    fmt: Literal["parquet", "csv"] = "parquet",
+    config: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    batch_rows: int = 200_000,
+    memory_limit: str = "3GB",
+    progress: Progress | None = None,
+) -> PredictionResult:
+    """Score every follower of each influencer (default: all) for `brand` as of `as_of`
+    (default: the day after the last event) and write follower_scores, audience_scores and
+    manifest.json to `out`, replaced atomically.
+
+    `model`: an MLflow model URI (default: models:/MODEL_NAME@champion, MODEL_NAME from the
+    config's tracking section, which also says where the registry is); `batch_rows` bounds
+    Python memory; `memory_limit` caps DuckDB, which spills to disk beyond it; `progress` is
+    called after each batch with (followers scored, followers to score)."""
+    from loyalty_model import engines, io, scoring, tracking
+    from loyalty_model.evaluate import audiences_against_truth, truth_of_request
+    from loyalty_model.spine import scoring_spine
+
+    if fmt not in ("parquet", "csv"):
+        raise RequestError(f"format must be parquet or csv, got {fmt!r}")
+    data_dir = _data_dir(data_dir)
+    out = Path(out)
+    cfg = load_config(config, overrides)
+    model = model or f"models:/{cfg.tracking.model_name}@champion"
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="loyalty-spill-") as spill:
+        try:
+            con = engines.duckdb_connection(memory_limit=memory_limit, temp_dir=spill)
+        except Exception as exc:  # duckdb rejects a malformed limit
+            first = str(exc).splitlines()[0]
+            raise ConfigError(f"memory limit {memory_limit!r}: {first}") from None
+        try:
+            views = io.register_tables(con, data_dir)
+            request = scoring.scoring_request(con, brand, as_of, influencers)
+            loaded, ref = tracking.load_for_scoring(model, cfg.tracking)
+            scoring.check_spec(loaded)
+            tables = engines.ibis_tables(con, list(views))
+            named = None if request.all_influencers else list(request.influencer_ids)
+            total = int(scoring_spine(tables, brand, request.as_of, named).count().execute())
+            batches = scoring.feature_batches(
+                con, tables, brand, request.as_of, named, loaded, batch_rows
+            )
+            influencer_rows = con.execute("SELECT * FROM influencers").df()
+            model_ref = scoring.ModelRef(**ref)
+            done = 0
+
+            def on_batch(n: int) -> None:
+                nonlocal done
+                done += n
+                if progress is not None:
+                    progress(done, total)
+
+            cal = loaded.calibrator
+            files = {
+                "follower_scores": out / f"follower_scores.{fmt}",
+                "audience_scores": out / f"audience_scores.{fmt}",
+                "manifest": out / "manifest.json",
+            }
+            with io.atomic_dir(out) as tmp:
+                follower_file = tmp / files["follower_scores"].name
+                writer = io.TableWriter(follower_file, scoring.FOLLOWER_SCHEMA, fmt)
+                written, accumulated, t_model = scoring.score(
+                    batches, loaded, model_ref, brand, request.as_of, writer.write, on_batch
+                )
+                writer.close()
+                aud = scoring.audience_scores(
+                    accumulated,
+                    influencer_rows,
+                    brand,
+                    request.as_of,
+                    list(request.influencer_ids),
+                    cal.audience_dispersion,
+                    cal.audience_spread,
+                )
+                io.write_frame(aud, tmp / files["audience_scores"].name, fmt)
+                rows = {"follower_scores": written, "audience_scores": len(aud)}
+                manifest = scoring.manifest(
+                    request,
+                    model_ref,
+                    io.input_fingerprints(con, data_dir),
+                    rows,
+                    fmt,
+                    cfg.data.currency,
+                    cal.audience_dispersion,
+                    aud,
+                )
+                io.write_json(manifest, tmp / files["manifest"].name)
+        finally:
+            con.close()
+    seconds = time.perf_counter() - t0
+    truth = truth_of_request(io.read_truth_audiences(data_dir), brand, request.as_of)
+    check = None if truth is None else audiences_against_truth(aud, truth).metrics
+    return PredictionResult(out, files, rows, manifest, aud, seconds, t_model, check)

@@ -1,0 +1,60 @@
+"""The Python API end to end on `tiny`: train, promote, predict without a shell."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+import loyalty_model as lm
+
+
+def test_train_returns_the_registered_run(tiny_trained, tiny_config):
+    r = tiny_trained
+    assert r.model_version == "1" and r.aliases == ("challenger", "champion")
+    assert r.model_uri == f"models:/{tiny_config.tracking.model_name}/1"
+    assert r.champion_compared is None
+    assert 0.5 < r.metrics["test_roc_auc"] <= 1 and r.metrics["test_rows"] > 0
+    assert {"model_card.md", "baselines.csv", "model"} <= set(r.artifacts)
+    assert r.outcome.model.spec.names  # the fitted model, for a notebook
+
+
+def test_promote_the_champion_is_a_no_op(tiny_trained, tiny_config):
+    decision = lm.promote(tiny_config, version=tiny_trained.model_version)
+    assert decision.already_champion and decision.champion_after == tiny_trained.model_version
+
+
+def test_predict_returns_what_it_wrote(tiny_trained, tiny_world, tiny_config, tmp_path):
+    meta = json.loads((tiny_world / "simulation.json").read_text())
+    scenario = meta["scoring_scenarios"][0]
+    calls = []
+    result = lm.predict(
+        tiny_world,
+        scenario["brand_id"],
+        tmp_path / "out",
+        as_of=scenario["as_of"],
+        model=tiny_trained.model_uri,
+        config=tiny_config,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        p.name for p in result.files.values()
+    )
+    followers = pd.read_parquet(result.files["follower_scores"])
+    assert len(followers) == result.rows["follower_scores"] == calls[-1][0] == calls[-1][1]
+    written = json.loads(result.files["manifest"].read_text())
+    assert written == json.loads(json.dumps(dict(result.manifest), default=str))
+    assert written["model"]["version"] == tiny_trained.model_version
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(result.files["audience_scores"]), result.audiences, check_dtype=False
+    )
+    assert result.truth is not None and -1 <= result.truth["spearman_cost"] <= 1
+
+
+def test_predict_uses_the_configs_registry(tiny_trained, tiny_world, tmp_path):
+    """Without the config, the default store (here: an empty one) has no such model."""
+    empty = lm.load_config(None, [f"tracking.uri=sqlite:///{tmp_path / 'empty.db'}"])
+    with pytest.raises(lm.ModelError, match="cannot load model"):
+        lm.predict(tiny_world, "b0001", tmp_path / "out", config=empty)
+    assert not (tmp_path / "out").exists()
