@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import pandas as pd
 
 from loyalty_model.config import Config
 from loyalty_model.contract import TIERS
+
+if TYPE_CHECKING:
+    from loyalty_model.training import TrainingOutcome
 
 
 def _fmt(v) -> str:
@@ -22,7 +27,7 @@ def table_md(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def model_card(cfg: Config, result, version: str | None = None) -> str:
+def model_card(cfg: Config, result: TrainingOutcome, version: str | None = None) -> str:
     m, s, w = result.metrics, result.sizes, result.window
     spec = result.model.spec
     lab = cfg.label
@@ -111,7 +116,7 @@ Audience level (per test campaign, expected vs actual loyal count): Spearman of 
 """
 
 
-def _truth_section(result) -> str:
+def _truth_section(result: TrainingOutcome) -> str:
     """Audiences against the simulator's counterfactual truth (simulated data only)."""
     check = result.truth
     if check is None:

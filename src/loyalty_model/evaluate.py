@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -11,6 +12,9 @@ from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
 from loyalty_model.contract import TIERS
 from loyalty_model.intervals import AudienceAccumulator
+
+if TYPE_CHECKING:
+    from loyalty_model.model import LoyaltyModel
 
 ECE_BINS = 20
 
@@ -198,7 +202,7 @@ class Evaluation:
 
 
 def evaluate_model(
-    model,
+    model: LoyaltyModel,
     parts: dict[str, pd.DataFrame],
     truth: pd.DataFrame | None,
     seed=0,
@@ -261,7 +265,13 @@ def _truth_for(part: pd.DataFrame, truth: pd.DataFrame | None) -> np.ndarray | N
     return m["p_true"].to_numpy()
 
 
-def _baseline_table(model, parts, truth, metrics, seed) -> tuple[pd.DataFrame, dict]:
+def _baseline_table(
+    model: LoyaltyModel,
+    parts: dict[str, pd.DataFrame],
+    truth: pd.DataFrame | None,
+    metrics: dict[str, float],
+    seed: int,
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
     test = parts["test"]
     y = test["label"].to_numpy()
     rows = [

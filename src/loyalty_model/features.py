@@ -83,7 +83,9 @@ def _wsum(value: ir.NumericValue, cond: ir.BooleanValue) -> ir.NumericValue:
     return cond.ifelse(value, 0).sum()
 
 
-def _follower_influencer(keys: ir.Table, daily: ir.Table, follows: ir.Table, cfg) -> ir.Table:
+def _follower_influencer(
+    keys: ir.Table, daily: ir.Table, follows: ir.Table, cfg: FeatureConfig
+) -> ir.Table:
     k = keys.select("follower_id", "influencer_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
     d = daily.filter(daily.influencer_id.notnull())
@@ -159,7 +161,9 @@ def _rebuy_rate(keys: ir.Table, pdays: ir.Table, by: str, horizon: int, lookback
     return j.group_by([k[by], k.cutoff_ts]).aggregate(_rate=j.rebuy.mean().cast("float64"))
 
 
-def _follower(keys: ir.Table, daily: ir.Table, pdays: ir.Table, cfg, horizon: int) -> ir.Table:
+def _follower(
+    keys: ir.Table, daily: ir.Table, pdays: ir.Table, cfg: FeatureConfig, horizon: int
+) -> ir.Table:
     k = keys.select("follower_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
     j = k.left_join(daily, [k.follower_id == daily.follower_id, daily.day < k.cut])
@@ -204,7 +208,9 @@ def _follower(keys: ir.Table, daily: ir.Table, pdays: ir.Table, cfg, horizon: in
     )
 
 
-def _follower_brand(keys: ir.Table, daily: ir.Table, tables: dict[str, ir.Table], cfg) -> ir.Table:
+def _follower_brand(
+    keys: ir.Table, daily: ir.Table, tables: dict[str, ir.Table], cfg: FeatureConfig
+) -> ir.Table:
     k = keys.select("follower_id", "brand_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))
     b = tables["brands"].select("brand_id", "category")

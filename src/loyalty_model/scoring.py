@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -66,7 +67,10 @@ class ScoringRequest:
 
 
 def scoring_request(
-    con, brand_id: str, as_of: str | date | None, influencers: Sequence[str] | None
+    con: duckdb.DuckDBPyConnection,
+    brand_id: str,
+    as_of: str | date | None,
+    influencers: Sequence[str] | None,
 ) -> ScoringRequest:
     """Check a request against the registered tables; RequestError (one line) when the data
     cannot answer it. `as_of` (a date or YYYY-MM-DD) defaults to the day after the last
@@ -137,7 +141,7 @@ def check_spec(model: LoyaltyModel) -> tuple[FeatureConfig, LabelConfig]:
 
 
 def feature_batches(
-    con,
+    con: duckdb.DuckDBPyConnection,
     tables: dict,
     brand_id: str,
     as_of: datetime,
@@ -212,7 +216,7 @@ def accumulate(audiences: dict, keys: list[np.ndarray], p: np.ndarray) -> None:
 
 
 def audiences_for(
-    con,
+    con: duckdb.DuckDBPyConnection,
     tables: dict,
     requests: list[tuple[str, datetime]],
     model: LoyaltyModel,
