@@ -46,6 +46,15 @@ def test_cross_fit_scores_each_campaign_with_a_model_that_never_saw_it():
         cross_fit(f[first], spec(), CFG, 30, waves(f[first]), folds=4)
 
 
+def test_folds_fitted_side_by_side_give_the_same_predictions_to_the_bit():
+    f = frame(3)
+    f["x"] += np.random.default_rng(3).normal(size=len(f))  # something for the trees to split
+    one = cross_fit(f, spec(), CFG, 30, waves(f), folds=4)
+    parallel = cross_fit(f, spec(), CFG.model_copy(update={"threads": 2}), 30, waves(f), 4)
+    np.testing.assert_array_equal(one, parallel)
+    assert np.unique(one).size > 4  # not a constant per campaign that any order would give
+
+
 def test_fit_and_calibrate_refits_on_train_and_valid():
     """Eight campaigns: the label follows x, plus a campaign effect no feature shows."""
     rng = np.random.default_rng(1)
