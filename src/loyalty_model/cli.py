@@ -254,10 +254,10 @@ def promote_command(
         console.print(f"version {decision.version} is already the champion")
         return
     console.print(decision.summary, highlight=False)
-    before = f"v{decision.champion_before}" if decision.champion_before else "no champion before"
+    before = f"was v{decision.champion_before}" if decision.champion_before else "there was none"
     if decision.promoted:
         console.print(
-            f"[green]champion[/] is now {decision.model_name} v{decision.version} (was {before})"
+            f"[green]champion[/] is now {decision.model_name} v{decision.version} ({before})"
         )
         return
     console.print(f"champion stays v{decision.champion_before}")

@@ -23,11 +23,11 @@ import ibis
 import ibis.expr.types as ir
 
 from loyalty_model.config import FeatureConfig, LabelConfig
-from loyalty_model.contract import TIER_EDGES
+from loyalty_model.contract import EVENT_TYPES, TIER_EDGES
 from loyalty_model.spine import audience_rows, following_at, with_labels
 
 FEATURE_VERSION = "2"  # 2: rebuy rates replace the repeat shares; amounts summed in cents
-ENGAGEMENT = ("view", "like", "comment", "share", "save", "click")
+ENGAGEMENT = tuple(t for t in EVENT_TYPES if t != "purchase")  # in funnel order
 SPINE_KEYS = ("follower_id", "influencer_id", "brand_id", "cutoff_ts")
 DAY_S = 86_400
 
