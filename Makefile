@@ -12,7 +12,7 @@ SEED ?= 7
 BRAND ?= b0004
 BENCH_PRESETS ?= small
 
-.PHONY: help setup demo test lint format bench clean
+.PHONY: help setup demo test lint format bench docs clean
 
 help: ## Show this help
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -44,6 +44,9 @@ lint: setup ## Ruff lint and format check
 format: setup ## Apply ruff fixes and formatting
 	$(BIN)/ruff check --fix src tests benchmarks
 	$(BIN)/ruff format src tests benchmarks
+
+docs: setup ## Regenerate docs/configuration.md from the config models
+	$(BIN)/python -c "from loyalty_model.config import reference_markdown as r; print(r(), end='')" > docs/configuration.md
 
 clean: ## Remove the venv, demo output and caches
 	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache mlflow.db mlruns

@@ -7,6 +7,7 @@ Unknown keys are rejected with a message that names them. Environment settings (
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
@@ -231,3 +232,41 @@ def load_config(
             msgs.append(f"{where}: {what}" if where else what)
         prefix = f"{path}: " if path else ""
         raise ConfigError(f"{prefix}invalid config: {'; '.join(msgs)}") from None
+
+
+def _type_words(t: Any) -> str:
+    """A field's type as a reader says it: `one of "a", "b"`, `list of int`, `date or null`."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(t), typing.get_args(t)
+    if origin is Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _type_words(a) for a in args)
+    if origin is tuple:
+        return f"list of {_type_words(args[0])}"
+    return {Path: "path", date: "date (YYYY-MM-DD)"}.get(t, getattr(t, "__name__", str(t)))
+
+
+def reference_markdown() -> str:
+    """docs/configuration.md: every section and key with its type, default and description,
+    from the models above (`make docs` writes it; a test keeps the file in step)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated from `src/loyalty_model/config.py` by `make docs`; do not edit by hand.",
+        "Set keys in a YAML file (`--config`, e.g. `configs/default.yaml`) or one at a time with",
+        "`--set section.key=value` (the value is read as YAML). Unknown keys are rejected.",
+    ]
+    for section, field in Config.model_fields.items():
+        model = field.annotation
+        lines += ["", f"## `{section}`: {field.description}", ""]
+        lines += ["| key | type | default | meaning |", "|---|---|---|---|"]
+        defaults = model().model_dump(mode="json")
+        for key, f in model.model_fields.items():
+            kind = _type_words(f.annotation)
+            default = json.dumps(defaults[key])
+            text = (f.description or "").replace("|", "/")
+            lines.append(f"| `{key}` | {kind} | `{default}` | {text} |")
+    return "\n".join(lines) + "\n"

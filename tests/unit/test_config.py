@@ -83,3 +83,16 @@ def test_every_config_field_is_documented():
     assert not not_sections, f"top-level config keys that are not sections: {not_sections}"
     missing = _fields_without_description(Config)
     assert not missing, f"config fields without a description=: {', '.join(missing)}"
+
+
+def test_configuration_reference_is_generated_from_the_models():
+    from loyalty_model.config import reference_markdown
+
+    doc = Path(__file__).parents[2] / "docs" / "configuration.md"
+    text = doc.read_text()
+    assert text == reference_markdown(), "docs/configuration.md is stale: run make docs"
+    cfg = load_config(None)
+    for section in type(cfg).model_fields:
+        assert f"## `{section}`" in text
+        for key in type(getattr(cfg, section)).model_fields:
+            assert f"| `{key}` |" in text, f"{section}.{key} missing"
