@@ -74,7 +74,7 @@ def main() -> None:
     tiers = check.tiers.merge(_sampling_noise(args.data, truth), on=["scenario_id", "tier"])
     table = pd.DataFrame(rows).assign(as_of=lambda d: d["as_of"].astype(str).str[:10])
     pd.set_option("display.width", 200)
-    print(f"model {ref['uri']} (version {ref['version']}), data {args.data}")
+    print(f"model {ref.uri} (version {ref.version}), data {args.data}")
     print(table.round(3).to_string(index=False))
     print("\ntiers (per scenario):")
     print(tiers.round(4).to_string(index=False))

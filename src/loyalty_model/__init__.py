@@ -39,6 +39,7 @@ _EXPORTS: dict[str, str] = {
     "DataError": "loyalty_model.errors",
     "RequestError": "loyalty_model.errors",
     "ModelError": "loyalty_model.errors",
+    "OutputError": "loyalty_model.errors",
     "PromotionError": "loyalty_model.errors",
 }
 
@@ -50,6 +51,7 @@ __all__ = [  # what _EXPORTS names (a test checks they agree), spelt out for lin
     "GateDecision",
     "LoyaltyModelError",
     "ModelError",
+    "OutputError",
     "PredictionResult",
     "Problem",
     "PromotionError",
@@ -84,6 +86,7 @@ if TYPE_CHECKING:
         DataError,
         LoyaltyModelError,
         ModelError,
+        OutputError,
         PromotionError,
         RequestError,
     )
@@ -102,4 +105,4 @@ def __getattr__(name: str):
 
 
 def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+    return sorted(__all__)

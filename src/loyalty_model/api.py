@@ -7,22 +7,28 @@ line. Nothing here prints: the CLI does (`cli.py`). docs/api.md shows them in us
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from loyalty_model.config import Config, load_config
-from loyalty_model.errors import ConfigError, DataError, PromotionError, RequestError
+from loyalty_model.errors import DataError, OutputError, PromotionError, RequestError
 
 if TYPE_CHECKING:
+    import duckdb
     import pandas as pd
 
     from loyalty_model.contract import Problem
+    from loyalty_model.model import LoyaltyModel
+    from loyalty_model.scoring import ScoringRequest
     from loyalty_model.simulation import SimulationSummary
+    from loyalty_model.tracking import ModelRef
     from loyalty_model.training import TrainingOutcome
 
 ConfigLike = Config | str | Path | None
@@ -47,7 +53,8 @@ def simulate(preset: str = "small", seed: int = 7, out: str | Path = "data") -> 
 
     if preset not in PRESETS:
         raise RequestError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    return write_world(preset, seed, Path(out))
+    with _writing(Path(out)):
+        return write_world(preset, seed, Path(out))
 
 
 def validate(data_dir: str | Path) -> list[Problem]:
@@ -55,7 +62,9 @@ def validate(data_dir: str | Path) -> list[Problem]:
     list means it is clean."""
     from loyalty_model import engines, io
 
-    return io.validate_dir(engines.duckdb_connection(), _data_dir(data_dir))
+    data_dir = _data_dir(data_dir)
+    with contextlib.closing(engines.duckdb_connection()) as con:
+        return io.validate_dir(con, data_dir)
 
 
 # -- train, promote -------------------------------------------------------------------------
@@ -89,8 +98,9 @@ def train(
     `overrides`: `section.key=value` strings, as `--set` on the command line."""
     from loyalty_model import tracking, training
 
-    extra = list(overrides) + ([f"data.dir={data_dir}"] if data_dir is not None else [])
-    cfg = load_config(config, extra)
+    cfg = load_config(config, overrides)
+    if data_dir is not None:  # a path, not YAML: '#', ':' or 'yes' in it stay as they are
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
     _data_dir(cfg.data.dir)
     champion = tracking.load_champion(cfg.tracking)
     outcome = training.fit_and_evaluate(cfg, champion.model if champion else None)
@@ -103,7 +113,7 @@ def train(
         model_version=reg.version,
         model_uri=reg.uri,
         aliases=reg.aliases,
-        metrics=record.metrics,
+        metrics=MappingProxyType({k: v for k, v in record.metrics.items() if v == v}),
         artifact_uri=reg.artifact_uri,
         artifacts=(*record.artifacts, *record.figures, "model"),
         champion_compared=champion_version,
@@ -156,7 +166,8 @@ def promote(
             when = "no champion" if compared in (None, "none") else f"champion v{compared}"
             raise PromotionError(
                 f"version {cand.version} was compared with {when} at training time, but the "
-                f"champion is now v{cand.champion_version}: retrain it, or force the promotion"
+                f"champion is now v{cand.champion_version}: retrain it, or promote with force "
+                "(--force)"
             )
         champion_metrics = gate.champion_metrics(cand.metrics)
     decision = gate.decide(cand.metrics, champion_metrics, cfg.gate)
@@ -208,82 +219,135 @@ def predict(
     config's tracking section, which also says where the registry is); `batch_rows` bounds
     Python memory; `memory_limit` caps DuckDB, which spills to disk beyond it; `progress` is
     called after each batch with (followers scored, followers to score)."""
+    import duckdb
+
     from loyalty_model import engines, io, scoring, tracking
     from loyalty_model.evaluate import audiences_against_truth, truth_of_request
-    from loyalty_model.spine import scoring_spine
 
     if fmt not in ("parquet", "csv"):
         raise RequestError(f"format must be parquet or csv, got {fmt!r}")
-    data_dir = _data_dir(data_dir)
-    out = Path(out)
+    if isinstance(influencers, str):
+        raise RequestError(f"influencers must be a list of ids, not the string {influencers!r}")
+    if batch_rows < 1:
+        raise RequestError(f"batch_rows must be at least 1, got {batch_rows}")
+    data_dir, out = _data_dir(data_dir), Path(out)
+    if _overlaps(out, data_dir):
+        raise RequestError(f"the output folder {out} would replace the data it reads ({data_dir})")
     cfg = load_config(config, overrides)
     model = model or f"models:/{cfg.tracking.model_name}@champion"
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="loyalty-spill-") as spill:
         try:
             con = engines.duckdb_connection(memory_limit=memory_limit, temp_dir=spill)
-        except Exception as exc:  # duckdb rejects a malformed limit
+        except duckdb.Error as exc:  # a malformed limit
             first = str(exc).splitlines()[0]
-            raise ConfigError(f"memory limit {memory_limit!r}: {first}") from None
+            raise RequestError(f"memory limit {memory_limit!r}: {first}") from None
         try:
             views = io.register_tables(con, data_dir)
             request = scoring.scoring_request(con, brand, as_of, influencers)
-            loaded, ref = tracking.load_for_scoring(model, cfg.tracking)
+            loaded, model_ref = tracking.load_for_scoring(model, cfg.tracking)
             scoring.check_spec(loaded)
             tables = engines.ibis_tables(con, list(views))
-            named = None if request.all_influencers else list(request.influencer_ids)
-            total = int(scoring_spine(tables, brand, request.as_of, named).count().execute())
-            batches = scoring.feature_batches(
-                con, tables, brand, request.as_of, named, loaded, batch_rows
-            )
-            influencer_rows = con.execute("SELECT * FROM influencers").df()
-            model_ref = scoring.ModelRef(**ref)
-            done = 0
-
-            def on_batch(n: int) -> None:
-                nonlocal done
-                done += n
-                if progress is not None:
-                    progress(done, total)
-
-            cal = loaded.calibrator
-            files = {
-                "follower_scores": out / f"follower_scores.{fmt}",
-                "audience_scores": out / f"audience_scores.{fmt}",
-                "manifest": out / "manifest.json",
-            }
-            with io.atomic_dir(out) as tmp:
-                follower_file = tmp / files["follower_scores"].name
-                writer = io.TableWriter(follower_file, scoring.FOLLOWER_SCHEMA, fmt)
-                written, accumulated, t_model = scoring.score(
-                    batches, loaded, model_ref, brand, request.as_of, writer.write, on_batch
-                )
-                writer.close()
-                aud = scoring.audience_scores(
-                    accumulated,
-                    influencer_rows,
-                    brand,
-                    request.as_of,
-                    list(request.influencer_ids),
-                    cal.audience_dispersion,
-                    cal.audience_spread,
-                )
-                io.write_frame(aud, tmp / files["audience_scores"].name, fmt)
-                rows = {"follower_scores": written, "audience_scores": len(aud)}
-                manifest = scoring.manifest(
+            with _writing(out):
+                written = _write_predictions(
+                    con,
+                    tables,
                     request,
+                    loaded,
                     model_ref,
-                    io.input_fingerprints(con, data_dir),
-                    rows,
+                    data_dir,
+                    out,
                     fmt,
-                    cfg.data.currency,
-                    cal.audience_dispersion,
-                    aud,
+                    cfg,
+                    batch_rows,
+                    progress,
                 )
-                io.write_json(manifest, tmp / files["manifest"].name)
         finally:
             con.close()
-    seconds = time.perf_counter() - t0
     truth = truth_of_request(io.read_truth_audiences(data_dir), brand, request.as_of)
-    check = None if truth is None else audiences_against_truth(aud, truth).metrics
-    return PredictionResult(out, files, rows, manifest, aud, seconds, t_model, check)
+    check = None if truth is None else audiences_against_truth(written.audiences, truth).metrics
+    return replace(written, seconds=time.perf_counter() - t0, truth=check)
+
+
+def _overlaps(out: Path, data_dir: Path) -> bool:
+    """Replacing `out` would delete or change `data_dir` (the same folder, or one holding it)."""
+    out, data_dir = out.resolve(), data_dir.resolve()
+    return out == data_dir or out in data_dir.parents
+
+
+@contextlib.contextmanager
+def _writing(out: Path) -> Iterator[None]:
+    """An output that cannot be written (no such parent, no permission, disk full) as one
+    line; nothing is left behind (io.atomic_dir)."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+
+
+def _write_predictions(
+    con: duckdb.DuckDBPyConnection,
+    tables: dict,
+    request: ScoringRequest,
+    model: LoyaltyModel,
+    model_ref: ModelRef,
+    data_dir: Path,
+    out: Path,
+    fmt: str,
+    cfg: Config,
+    batch_rows: int,
+    progress: Progress | None,
+) -> PredictionResult:
+    """Score the request in batches and write the three files into `out`, atomically."""
+    from loyalty_model import io, scoring
+    from loyalty_model.spine import scoring_spine
+
+    brand, as_of = request.brand_id, request.as_of
+    named = None if request.all_influencers else list(request.influencer_ids)
+    total = int(scoring_spine(tables, brand, as_of, named).count().execute())
+    batches = scoring.feature_batches(con, tables, brand, as_of, named, model, batch_rows)
+    influencer_rows = con.execute("SELECT * FROM influencers").df()
+    done = 0
+
+    def on_batch(n: int) -> None:
+        nonlocal done
+        done += n
+        if progress is not None:
+            progress(done, total)
+
+    cal = model.calibrator
+    files = {
+        "follower_scores": out / f"follower_scores.{fmt}",
+        "audience_scores": out / f"audience_scores.{fmt}",
+        "manifest": out / "manifest.json",
+    }
+    with io.atomic_dir(out) as tmp:
+        writer = io.TableWriter(tmp / files["follower_scores"].name, scoring.FOLLOWER_SCHEMA, fmt)
+        n_followers, accumulated, t_model = scoring.score(
+            batches, model, model_ref, brand, as_of, writer.write, on_batch
+        )
+        writer.close()
+        aud = scoring.audience_scores(
+            accumulated,
+            influencer_rows,
+            brand,
+            as_of,
+            list(request.influencer_ids),
+            cal.audience_dispersion,
+            cal.audience_spread,
+        )
+        io.write_frame(aud, tmp / files["audience_scores"].name, fmt)
+        rows = {"follower_scores": n_followers, "audience_scores": len(aud)}
+        inputs = io.input_fingerprints(con, data_dir)
+        manifest = scoring.manifest(
+            request, model_ref, inputs, rows, fmt, cfg.data.currency, cal.audience_dispersion, aud
+        )
+        io.write_json(manifest, tmp / files["manifest"].name)
+    return PredictionResult(
+        out=out,
+        files=MappingProxyType(files),
+        rows=MappingProxyType(rows),
+        manifest=MappingProxyType(manifest),
+        audiences=aud,
+        model_seconds=t_model,
+    )

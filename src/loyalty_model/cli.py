@@ -260,7 +260,8 @@ def promote_command(
             f"[green]champion[/] is now {decision.model_name} v{decision.version} ({before})"
         )
         return
-    console.print(f"champion stays v{decision.champion_before}")
+    stays = f"v{decision.champion_before}" if decision.champion_before else "no champion"
+    console.print(f"the gate says no: {stays} stays champion, v{decision.version} challenger")
     raise typer.Exit(EXIT_NOT_PROMOTED)
 
 
@@ -364,14 +365,14 @@ def _influencer_ids(option: str) -> list[str]:
 @contextlib.contextmanager
 def _progress() -> Iterator[Progress]:
     """A progress bar on a terminal; plain log lines otherwise."""
-    from rich.progress import Progress
+    from rich.progress import Progress as Bar
 
     if not console.is_terminal:
         yield lambda done, total: err.print(
             f"scored {done:,} / {total:,} followers", highlight=False
         )
         return
-    with Progress(console=console, transient=True) as bar:
+    with Bar(console=console, transient=True) as bar:
         task = bar.add_task("scoring followers", total=None)
         yield lambda done, total: bar.update(task, completed=done, total=total)
 

@@ -40,8 +40,14 @@ class DataError(LoyaltyModelError):
 
 
 class RequestError(LoyaltyModelError):
-    """A scoring request the data cannot answer: unknown brand or influencer, a bad as-of date,
-    an output format we do not write."""
+    """A request the library cannot serve as asked: an unknown preset, brand or influencer, a
+    bad as-of date, an output format we do not write, an output folder that would replace its
+    input, a malformed batch size or memory limit."""
+
+
+class OutputError(LoyaltyModelError):
+    """An output cannot be written: its parent folder is missing or read-only, the disk is
+    full. Nothing is left behind (outputs are written to a temporary folder first)."""
 
 
 class ModelError(LoyaltyModelError):

@@ -14,6 +14,7 @@ from loyalty_model.contract import TIERS
 from loyalty_model.intervals import AudienceAccumulator
 
 if TYPE_CHECKING:
+    from loyalty_model.features import FeatureSpec
     from loyalty_model.model import LoyaltyModel
 
 ECE_BINS = 20
@@ -144,7 +145,7 @@ def _spearman(a, b) -> float:
 
 
 def baseline_scores(
-    parts: dict[str, pd.DataFrame], spec, seed: int = 0
+    parts: dict[str, pd.DataFrame], spec: FeatureSpec, seed: int = 0
 ) -> dict[str, tuple[np.ndarray, bool]]:
     """Scores of the simple rules people use, on the test rows: name -> (score, is_probability).
 

@@ -247,7 +247,12 @@ def _follower_brand(
 
 
 def _brand(
-    keys: ir.Table, daily: ir.Table, pdays: ir.Table, outcomes: ir.Table, cfg, horizon: int
+    keys: ir.Table,
+    daily: ir.Table,
+    pdays: ir.Table,
+    outcomes: ir.Table,
+    cfg: FeatureConfig,
+    horizon: int,
 ) -> ir.Table:
     """Brand as of the cutoff: loyal rate of its closed campaigns, buyers, rebuy rate over the
     last year of purchase days whose horizon has closed."""
@@ -279,7 +284,11 @@ def _tier(count: ir.NumericValue) -> ir.IntegerValue:
 
 
 def _influencer(
-    keys: ir.Table, tables: dict[str, ir.Table], daily: ir.Table, outcomes: ir.Table, cfg
+    keys: ir.Table,
+    tables: dict[str, ir.Table],
+    daily: ir.Table,
+    outcomes: ir.Table,
+    cfg: FeatureConfig,
 ) -> ir.Table:
     k = keys.select("influencer_id", "brand_id", "cutoff_ts").distinct()
     k = k.mutate(cut=_daynum(k.cutoff_ts))

@@ -10,7 +10,7 @@ LOWER_IS_BETTER = ("log_loss", "brier", "ece", "mae")
 
 
 @dataclass(frozen=True)
-class Decision:
+class Verdict:
     promote: bool
     reasons: tuple[str, ...]
 
@@ -28,7 +28,7 @@ def _better(metric: str, challenger: float, champion: float) -> float:
 
 def decide(
     challenger: dict[str, float], champion: dict[str, float] | None, gate: GateConfig
-) -> Decision:
+) -> Verdict:
     """Challenger metrics (test_*) against the champion's metrics on the same test rows.
 
     Passes when every absolute floor holds and, if there is a champion, the gate metric
@@ -49,12 +49,12 @@ def decide(
         reasons.append(f"test_roc_auc {auc:.4f} >= {gate.min_roc_auc}")
     m = gate.metric
     if m not in challenger:
-        return Decision(False, (*reasons, f"challenger has no metric {m!r}"))
+        return Verdict(False, (*reasons, f"challenger has no metric {m!r}"))
     if champion is None:
         reasons.append("no champion yet")
-        return Decision(ok, tuple(reasons))
+        return Verdict(ok, tuple(reasons))
     if m not in champion:
-        return Decision(False, (*reasons, f"champion has no metric {m!r} on this test set"))
+        return Verdict(False, (*reasons, f"champion has no metric {m!r} on this test set"))
     delta = _better(m, challenger[m], champion[m])
     if delta > gate.min_delta:
         reasons.append(
@@ -67,7 +67,7 @@ def decide(
             f"{m} {challenger[m]:.4f} vs champion {champion[m]:.4f}: "
             f"{'better' if delta > 0 else 'not better'} by {delta:.4f}, needs > {gate.min_delta}"
         )
-    return Decision(ok, tuple(reasons))
+    return Verdict(ok, tuple(reasons))
 
 
 CHAMPION_PREFIX = "champion_test_"

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import duckdb
 import numpy as np
@@ -25,6 +26,9 @@ from loyalty_model.features import FEATURE_VERSION, build_features
 from loyalty_model.intervals import AudienceAccumulator, pooled_variance
 from loyalty_model.model import LoyaltyModel
 from loyalty_model.spine import scoring_spine
+
+if TYPE_CHECKING:
+    from loyalty_model.tracking import ModelRef
 
 # 2.0: counts, costs and ranks on the full-audience scale; rank_cost and rank_rate replace
 # rank and rank_basis; sample fraction columns; currency in the manifest (CHANGELOG.md)
@@ -44,14 +48,6 @@ FOLLOWER_SCHEMA = pa.schema(
         ("model_version", pa.string()),
     ]
 )
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    uri: str
-    name: str | None
-    version: str | None
-    run_id: str | None
 
 
 @dataclass(frozen=True)

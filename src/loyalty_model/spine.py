@@ -149,14 +149,12 @@ def split_bounds(starts: list[datetime], cfg: SplitConfig) -> tuple[datetime, da
         if n_train < 1:
             n_train, n_valid, n_test = n - 2, 1, 1
         v, t = uniq[n_train], uniq[n_train + n_valid]
-    parts = [
-        sum(s < v for s in starts),
-        sum(v <= s < t for s in starts),
-        sum(s >= t for s in starts),
-    ]
-    if min(parts) == 0:
+    train = sum(s < v for s in starts)
+    valid = sum(v <= s < t for s in starts)
+    test = sum(s >= t for s in starts)
+    if min(train, valid, test) == 0:
         raise DataError(
-            f"split leaves an empty part (campaigns train/valid/test = {parts[0]}/{parts[1]}/"
-            f"{parts[2]}); adjust split.valid_start/test_start or the fractions"
+            f"split leaves an empty part (campaigns train/valid/test = {train}/{valid}/{test}); "
+            "adjust split.valid_start/test_start or the fractions"
         )
     return v, t

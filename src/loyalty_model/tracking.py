@@ -99,6 +99,14 @@ def _pip_requirements() -> list[str]:
     ]
 
 
+def _experiment_id(name: str) -> str:
+    """The experiment's id, created when new. Not `mlflow.set_experiment`, which would leave
+    it active (and in MLFLOW_EXPERIMENT_ID) for whatever the process runs next."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(name)
+    return found.experiment_id if found is not None else client.create_experiment(name)
+
+
 def log_training_run(
     cfg: Config, model: LoyaltyModel, record: RunRecord, example: pd.DataFrame
 ) -> Registered:
@@ -106,9 +114,9 @@ def log_training_run(
     give it alias `challenger` (and `champion` when there is none yet)."""
     _quiet()
     _use(cfg.tracking)
-    mlflow.set_experiment(cfg.tracking.experiment)
     name = cfg.tracking.model_name
-    with mlflow.start_run() as run, tempfile.TemporaryDirectory() as tmp:
+    run_in = _experiment_id(cfg.tracking.experiment)
+    with mlflow.start_run(experiment_id=run_in) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
         mlflow.log_metrics({k: v for k, v in record.metrics.items() if v == v})  # drop NaN
         for filename, text in record.artifacts.items():
@@ -152,14 +160,23 @@ def log_training_run(
         )
 
 
-def load_pyfunc(uri: str, cfg: TrackingConfig):
+def load_pyfunc(uri: str, cfg: TrackingConfig) -> mlflow.pyfunc.PyFuncModel:
     _use(cfg)
     return mlflow.pyfunc.load_model(uri)
 
 
-def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]:
-    """The packaged model behind a models:/ or runs:/ URI and what identifies it
-    (uri, name, version, run_id)."""
+@dataclass(frozen=True)
+class ModelRef:
+    """What identifies a loaded model (recorded in prediction files and manifests)."""
+
+    uri: str
+    name: str | None
+    version: str | None
+    run_id: str | None
+
+
+def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, ModelRef]:
+    """The packaged model behind a models:/ or runs:/ URI and what identifies it."""
     _quiet()
     _use(cfg)
     name = version = run_id = None
@@ -182,7 +199,7 @@ def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, dict]
     if not isinstance(inner, LoyaltyPyfunc):
         raise ModelError(f"model {uri!r} is not a loyalty_model pyfunc")
     run_id = run_id or loaded.metadata.run_id
-    return inner.model, {"uri": uri, "name": name, "version": version, "run_id": run_id}
+    return inner.model, ModelRef(uri, name, version, run_id)
 
 
 @dataclass(frozen=True)

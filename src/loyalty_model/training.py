@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, replace
+from datetime import datetime
 
 import duckdb
 import numpy as np
@@ -22,6 +23,7 @@ from loyalty_model.evaluate import (
     scenarios_of,
     tier_names,
 )
+from loyalty_model.features import FeatureSpec
 from loyalty_model.model import (
     LoyaltyModel,
     audience_dispersion,
@@ -213,10 +215,13 @@ def fit_and_evaluate(cfg: Config, champion: LoyaltyModel | None = None) -> Train
         "test_to": str(parts["test"]["cutoff_ts"].max()),
         "data_end": str(sp.data_end),
     }
+    con.close()
     return TrainingOutcome(model, metrics, sizes, parts, timings, evaluation, window, check)
 
 
-def split(frame: pd.DataFrame, cfg: Config):
+def split(
+    frame: pd.DataFrame, cfg: Config
+) -> tuple[dict[str, pd.DataFrame], tuple[datetime, datetime]]:
     """The frame split by campaign start into train < valid < test, and the two bounds."""
     starts = [ts.to_pydatetime() for ts in frame["cutoff_ts"]]
     v_from, t_from = spine.split_bounds(starts, cfg.split)  # raises when a part is empty
@@ -229,7 +234,7 @@ def split(frame: pd.DataFrame, cfg: Config):
     return parts, (v_from, t_from)
 
 
-def spec_of(train: pd.DataFrame, cfg: Config):
+def spec_of(train: pd.DataFrame, cfg: Config) -> FeatureSpec:
     """The feature spec of a model trained on these rows with this config."""
     names = features.feature_names(
         list(train.columns), ["campaign_id", *features.SPINE_KEYS, "label"]
@@ -254,7 +259,7 @@ def waves(frame: pd.DataFrame) -> np.ndarray:
 
 
 def fit_and_calibrate(
-    train: pd.DataFrame, valid: pd.DataFrame, spec, cfg: ModelConfig
+    train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg: ModelConfig
 ) -> tuple[LoyaltyModel, np.ndarray, dict[str, float]]:
     """The model to evaluate on test and to serve, its out-of-fold validation predictions,
     and what was chosen.
@@ -287,7 +292,9 @@ def fit_and_calibrate(
     return model, p_oof[len(train) :], info
 
 
-def _rows_for(model: LoyaltyModel, rows: pd.DataFrame, con, cfg: Config) -> pd.DataFrame:
+def _rows_for(
+    model: LoyaltyModel, rows: pd.DataFrame, con: duckdb.DuckDBPyConnection, cfg: Config
+) -> pd.DataFrame:
     """`rows` (labelled spine rows with our features) with the features `model` expects:
     reused when its spec matches ours, rebuilt with its own feature config otherwise."""
     spec = model.spec

@@ -259,7 +259,7 @@ def test_gate_rejects_a_worse_model_and_records_why(tiny_world, store):
     train(tiny_world, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
     result = promote()
     assert result.exit_code == 3, result.output
-    assert "KEEP CHAMPION" in result.output and "champion stays v1" in result.output
+    assert "KEEP CHAMPION" in result.output and "v1 stays champion" in result.output
     client = MlflowClient(tracking_uri=store)
     assert str(client.get_model_version_by_alias("audience-loyalty", "champion").version) == "1"
     run = client.get_run(client.get_model_version("audience-loyalty", "2").run_id)

@@ -47,6 +47,7 @@ def test_errors_share_one_base_and_an_exit_code():
         lm.RequestError,
         lm.ModelError,
         lm.PromotionError,
+        lm.OutputError,
     ):
         assert issubclass(cls, lm.LoyaltyModelError) and issubclass(cls, ValueError)
         assert cls.exit_code == 2
@@ -66,6 +67,31 @@ def test_bad_requests_raise_typed_errors(tmp_path):
         lm.predict(tmp_path, "b1", tmp_path / "out", fmt="xlsx")
     with pytest.raises(lm.ConfigError, match=r"model\.num_leaves"):
         lm.train(None, tmp_path, ["model.num_leaves=1"])
+
+
+def test_arguments_are_checked_before_anything_is_read_or_written(tiny_world, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(lm.RequestError, match="list of ids, not the string 'i0001'"):
+        lm.predict(tiny_world, "b0001", out, influencers="i0001")
+    with pytest.raises(lm.RequestError, match="batch_rows must be at least 1"):
+        lm.predict(tiny_world, "b0001", out, batch_rows=0)
+    with pytest.raises(lm.RequestError, match="memory limit 'lots'"):
+        lm.predict(tiny_world, "b0001", out, memory_limit="lots")
+    for inside in (tiny_world, tiny_world.parent):
+        with pytest.raises(lm.RequestError, match="would replace the data it reads"):
+            lm.predict(tiny_world, "b0001", inside)
+    assert not out.exists() and (tiny_world / "events.parquet").is_file()
+
+
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path):
+    with pytest.raises(lm.OutputError, match="cannot write /proc/no/world"):
+        lm.simulate("tiny", 1, "/proc/no/world")
+
+
+def test_a_data_dir_is_a_path_not_yaml(tmp_path):
+    odd = tmp_path / "my data #1: yes"
+    with pytest.raises(lm.DataError, match="my data #1: yes"):
+        lm.train(None, odd)
 
 
 def test_validate_returns_problems(tiny_world, tmp_path):
