@@ -23,16 +23,20 @@ def _fig(title: str):
     return fig, ax
 
 
+def _labelled(fig: Figure, ax, xlabel: str, ylabel: str) -> Figure:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.legend(fontsize=8)
+    return fig
+
+
 def roc(y, scores: dict[str, np.ndarray]):
     fig, ax = _fig("ROC curve (test)")
     for name, s in scores.items():
         fpr, tpr, _ = roc_curve(y, s)
         ax.plot(fpr, tpr, label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=1)
-    ax.set_xlabel("false positive rate")
-    ax.set_ylabel("true positive rate")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "false positive rate", "true positive rate")
 
 
 def pr(y, scores: dict[str, np.ndarray]):
@@ -41,10 +45,7 @@ def pr(y, scores: dict[str, np.ndarray]):
         prec, rec, _ = precision_recall_curve(y, s)
         ax.plot(rec, prec, label=name)
     ax.axhline(np.mean(y), color="k", ls=":", lw=1, label="base rate")
-    ax.set_xlabel("recall")
-    ax.set_ylabel("precision")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "recall", "precision")
 
 
 def reliability(y, scores: dict[str, np.ndarray], bins: int = ECE_BINS):
@@ -55,10 +56,7 @@ def reliability(y, scores: dict[str, np.ndarray], bins: int = ECE_BINS):
         hi = max(hi, *mp, *obs)
         ax.plot(mp, obs, "o-", ms=3, label=name)
     ax.plot([0, hi], [0, hi], "k:", lw=1)
-    ax.set_xlabel("mean predicted probability")
-    ax.set_ylabel("observed loyal rate")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "mean predicted probability", "observed loyal rate")
 
 
 def gains(y, scores: dict[str, np.ndarray]):
@@ -69,10 +67,7 @@ def gains(y, scores: dict[str, np.ndarray]):
         order = np.argsort(-np.asarray(s), kind="stable")
         ax.plot(x, np.cumsum(y[order]) / max(y.sum(), 1), label=name)
     ax.plot([0, 1], [0, 1], "k:", lw=1, label="random")
-    ax.set_xlabel("share of followers targeted")
-    ax.set_ylabel("share of loyal customers reached")
-    ax.legend(fontsize=8)
-    return fig
+    return _labelled(fig, ax, "share of followers targeted", "share of loyal customers reached")
 
 
 def importance(model: LoyaltyModel, top: int = 20):
