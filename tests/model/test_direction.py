@@ -28,9 +28,15 @@ def others_unchanged(before: pd.DataFrame, after: pd.DataFrame, followers) -> No
     assert not moved, f"features of followers outside the sample moved: {moved}"
 
 
-def mean_shift(before: pd.Series, after: pd.Series, rows: pd.Index) -> tuple[float, float, float]:
+def assert_not_lower_on_average(what: str, before: pd.Series, after: pd.Series, rows: pd.Index):
+    """Mean p_loyal over `rows` does not go down; prints the shift (pytest -s shows it)."""
     b, a = before.loc[rows], after.loc[rows]
-    return float(b.mean()), float(a.mean()), float((a < b).mean())
+    before_mean, after_mean = float(b.mean()), float(a.mean())
+    print(
+        f"{what}: {len(rows)} rows, mean p_loyal {before_mean:.4f} -> {after_mean:.4f} "
+        f"({float((a < b).mean()):.0%} of rows lower)"
+    )
+    assert after_mean >= before_mean, (before_mean, after_mean)
 
 
 def test_more_purchases_of_the_brand_do_not_lower_scores(
@@ -59,12 +65,7 @@ def test_more_purchases_of_the_brand_do_not_lower_scores(
     ).all()
     others_unchanged(baseline_features, features, sample)
 
-    before_mean, after_mean, down = mean_shift(baseline, after, rows)
-    print(
-        f"purchases: {len(rows)} rows of {len(sample)} followers, mean p_loyal "
-        f"{before_mean:.4f} -> {after_mean:.4f} ({down:.0%} of rows lower)"
-    )
-    assert after_mean >= before_mean, (before_mean, after_mean)
+    assert_not_lower_on_average(f"purchases ({len(sample)} followers)", baseline, after, rows)
 
 
 def _engagement_case(tables, scenario, baseline, score, make, seed):
@@ -101,12 +102,7 @@ def test_deeper_engagement_with_the_influencer_does_not_lower_scores(
     assert (f1["fi_comment_365d"][viewed] > f0["fi_comment_365d"][viewed]).all()
     others_unchanged(baseline_features, features, rows.get_level_values("follower_id"))
 
-    before_mean, after_mean, down = mean_shift(baseline, after, rows)
-    print(
-        f"deeper engagement: {len(rows)} rows, mean p_loyal {before_mean:.4f} -> "
-        f"{after_mean:.4f} ({down:.0%} of rows lower)"
-    )
-    assert after_mean >= before_mean, (before_mean, after_mean)
+    assert_not_lower_on_average("deeper engagement", baseline, after, rows)
 
 
 def test_seeing_more_of_the_influencers_posts_does_not_lower_scores(
@@ -122,9 +118,4 @@ def test_seeing_more_of_the_influencers_posts_does_not_lower_scores(
     assert (_interactions(f1) > _interactions(f0)).all()
     others_unchanged(baseline_features, features, rows.get_level_values("follower_id"))
 
-    before_mean, after_mean, down = mean_shift(baseline, after, rows)
-    print(
-        f"more posts seen: {len(rows)} rows, mean p_loyal {before_mean:.4f} -> "
-        f"{after_mean:.4f} ({down:.0%} of rows lower)"
-    )
-    assert after_mean >= before_mean, (before_mean, after_mean)
+    assert_not_lower_on_average("more posts seen", baseline, after, rows)
