@@ -8,7 +8,6 @@ line. Nothing here prints: the CLI does (`cli.py`). docs/api.md shows them in us
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -57,13 +56,13 @@ def simulate(preset: str = "small", seed: int = 7, out: str | Path = "data") -> 
         return write_world(preset, seed, Path(out))
 
 
-def validate(data_dir: str | Path) -> list[Problem]:
+def validate(data_dir: str | Path, config: ConfigLike = None) -> list[Problem]:
     """Every way the data directory breaks the data contract (docs/data_contract.md); an empty
-    list means it is clean."""
+    list means it is clean. `config`: whose duckdb section applies (memory, threads)."""
     from loyalty_model import engines, io
 
     data_dir = _data_dir(data_dir)
-    with contextlib.closing(engines.duckdb_connection()) as con:
+    with engines.duckdb_session(load_config(config).duckdb) as con:
         return io.validate_dir(con, data_dir)
 
 
@@ -208,7 +207,7 @@ def predict(
     config: ConfigLike = None,
     overrides: Sequence[str] = (),
     batch_rows: int = 200_000,
-    memory_limit: str = "3GB",
+    memory_limit: str | None = None,
     progress: Progress | None = None,
 ) -> PredictionResult:
     """Score every follower of each influencer (default: all) for `brand` as of `as_of`
@@ -217,9 +216,9 @@ def predict(
 
     `model`: an MLflow model URI (default: models:/MODEL_NAME@champion, MODEL_NAME from the
     config's tracking section, which also says where the registry is); `batch_rows` bounds
-    Python memory; `memory_limit` caps DuckDB, which spills to disk beyond it; `progress` is
+    Python memory; `memory_limit` (default: the config's duckdb.memory_limit) caps DuckDB,
+    which spills to disk beyond it; `progress` is
     called after each batch with (followers scored, followers to score)."""
-    import duckdb
 
     from loyalty_model import engines, io, scoring, tracking
     from loyalty_model.evaluate import audiences_against_truth, truth_of_request
@@ -233,37 +232,30 @@ def predict(
     data_dir, out = _data_dir(data_dir), Path(out)
     if _overlaps(out, data_dir):
         raise RequestError(f"the output folder {out} would replace the data it reads ({data_dir})")
-    cfg = load_config(config, overrides)
+    extra = [] if memory_limit is None else [f"duckdb.memory_limit={memory_limit}"]
+    cfg = load_config(config, [*overrides, *extra])
     model = model or f"models:/{cfg.tracking.model_name}@champion"
     t0 = time.perf_counter()
-    with tempfile.TemporaryDirectory(prefix="loyalty-spill-") as spill:
-        try:
-            con = engines.duckdb_connection(memory_limit=memory_limit, temp_dir=spill)
-        except duckdb.Error as exc:  # a malformed limit
-            first = str(exc).splitlines()[0]
-            raise RequestError(f"memory limit {memory_limit!r}: {first}") from None
-        try:
-            views = io.register_tables(con, data_dir)
-            request = scoring.scoring_request(con, brand, as_of, influencers)
-            loaded, model_ref = tracking.load_for_scoring(model, cfg.tracking)
-            scoring.check_spec(loaded)
-            tables = engines.ibis_tables(con, list(views))
-            with _writing(out):
-                written = _write_predictions(
-                    con,
-                    tables,
-                    request,
-                    loaded,
-                    model_ref,
-                    data_dir,
-                    out,
-                    fmt,
-                    cfg,
-                    batch_rows,
-                    progress,
-                )
-        finally:
-            con.close()
+    with engines.duckdb_session(cfg.duckdb) as con:
+        views = io.register_tables(con, data_dir)
+        request = scoring.scoring_request(con, brand, as_of, influencers)
+        loaded, model_ref = tracking.load_for_scoring(model, cfg.tracking)
+        scoring.check_spec(loaded)
+        tables = engines.ibis_tables(con, list(views))
+        with _writing(out):
+            written = _write_predictions(
+                con,
+                tables,
+                request,
+                loaded,
+                model_ref,
+                data_dir,
+                out,
+                fmt,
+                cfg,
+                batch_rows,
+                progress,
+            )
     truth = truth_of_request(io.read_truth_audiences(data_dir), brand, request.as_of)
     check = None if truth is None else audiences_against_truth(written.audiences, truth).metrics
     return replace(written, seconds=time.perf_counter() - t0, truth=check)

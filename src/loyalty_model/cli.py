@@ -306,11 +306,12 @@ def predict_command(
         int, typer.Option(help="Followers scored per batch; bounds Python memory.", min=1000)
     ] = 200_000,
     memory_limit: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="DuckDB memory cap (e.g. 2GB); the engine spills to disk beyond it.",
+            help="DuckDB memory cap (e.g. 2GB); the engine spills to disk beyond it. Default: "
+            "the config's duckdb.memory_limit (4GB), or LOYALTY_DUCKDB_MEMORY_LIMIT.",
         ),
-    ] = "3GB",
+    ] = None,
 ) -> None:
     """Score every follower of each influencer for a brand and write the prediction files.
 

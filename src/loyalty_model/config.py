@@ -8,13 +8,21 @@ Unknown keys are rejected with a message that names them. Environment settings (
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from loyalty_model.errors import ConfigError
 
@@ -149,6 +157,35 @@ class TrackingConfig(_Section):
     )
 
 
+MEMORY_SIZE = r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)"
+
+
+class DuckDBConfig(_Section):
+    memory_limit: str = Field(
+        "4GB",
+        description="DuckDB's memory cap (e.g. 4GB); beyond it, DuckDB spills to temp_directory. "
+        "The default leaves most of a 24 GiB machine to pandas and LightGBM. Environment: "
+        "LOYALTY_DUCKDB_MEMORY_LIMIT wins",
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        description="DuckDB threads; null: one per core. Environment: LOYALTY_DUCKDB_THREADS wins",
+    )
+    temp_directory: Path | None = Field(
+        None,
+        description="where DuckDB spills beyond memory_limit; null: a fresh folder under the "
+        "system temp, removed afterwards. Environment: LOYALTY_DUCKDB_TEMP_DIRECTORY wins",
+    )
+
+    @field_validator("memory_limit")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        if not re.fullmatch(MEMORY_SIZE, value.strip()):
+            raise ValueError(f"must be a size such as 4GB or 512MB, got {value!r}")
+        return value.strip()
+
+
 class GateConfig(_Section):
     metric: str = Field(
         "test_pr_auc", description="test metric the challenger must improve over the champion"
@@ -176,6 +213,9 @@ class Config(_Section):
     model: ModelConfig = Field(ModelConfig(), description="LightGBM classifier and calibration")
     tracking: TrackingConfig = Field(
         TrackingConfig(), description="MLflow experiment and model registry"
+    )
+    duckdb: DuckDBConfig = Field(
+        DuckDBConfig(), description="the embedded engine's memory, threads and spill folder"
     )
     gate: GateConfig = Field(
         GateConfig(), description="promotion gate: when a challenger becomes champion"
@@ -228,7 +268,8 @@ def load_config(
         msgs = []
         for e in exc.errors():
             where = ".".join(str(p) for p in e["loc"])
-            what = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+            msg = e["msg"].removeprefix("Value error, ")
+            what = "unknown key" if e["type"] == "extra_forbidden" else msg
             msgs.append(f"{where}: {what}" if where else what)
         prefix = f"{path}: " if path else ""
         raise ConfigError(f"{prefix}invalid config: {'; '.join(msgs)}") from None

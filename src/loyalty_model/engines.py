@@ -2,7 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+
 import duckdb
+from pydantic import ValidationError
+
+from loyalty_model.config import DuckDBConfig
+from loyalty_model.errors import ConfigError
+
+# environment settings of the machine a job runs on win over the task config
+ENV_MEMORY_LIMIT = "LOYALTY_DUCKDB_MEMORY_LIMIT"
+ENV_THREADS = "LOYALTY_DUCKDB_THREADS"
+ENV_TEMP_DIRECTORY = "LOYALTY_DUCKDB_TEMP_DIRECTORY"
 
 
 def duckdb_connection(
@@ -25,6 +39,44 @@ def duckdb_connection(
     if memory_limit:
         con.execute(f"SET memory_limit = '{memory_limit}'")
     return con
+
+
+def duckdb_settings(cfg: DuckDBConfig) -> DuckDBConfig:
+    """The config's DuckDB settings with the environment's (LOYALTY_DUCKDB_*) applied."""
+    names = {
+        "memory_limit": ENV_MEMORY_LIMIT,
+        "threads": ENV_THREADS,
+        "temp_directory": ENV_TEMP_DIRECTORY,
+    }
+    given = {k: os.environ[v] for k, v in names.items() if os.environ.get(v)}
+    if not given:
+        return cfg
+    try:
+        return DuckDBConfig.model_validate({**cfg.model_dump(), **given})
+    except ValidationError as exc:
+        e = exc.errors()[0]
+        field = str(e["loc"][0]) if e["loc"] else ""
+        where = names.get(field, "LOYALTY_DUCKDB_*")
+        msg = e["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}={given.get(field)!r}: {msg}") from None
+
+
+@contextlib.contextmanager
+def duckdb_session(cfg: DuckDBConfig) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A connection with the config's (and environment's) memory cap, threads and spill
+    folder (a fresh temporary one unless set), closed and cleaned up afterwards."""
+    s = duckdb_settings(cfg)
+    with contextlib.ExitStack() as stack:
+        spill = s.temp_directory
+        if spill is None:
+            spill = stack.enter_context(tempfile.TemporaryDirectory(prefix="loyalty-spill-"))
+        try:
+            con = duckdb_connection(s.threads, s.memory_limit, str(spill))
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigError(f"duckdb settings {s.model_dump(mode='json')}: {first}") from None
+        stack.callback(con.close)
+        yield con
 
 
 def ibis_tables(con: duckdb.DuckDBPyConnection, names: list[str] | tuple[str, ...]) -> dict:

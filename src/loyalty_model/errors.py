@@ -42,7 +42,7 @@ class DataError(LoyaltyModelError):
 class RequestError(LoyaltyModelError):
     """A request the library cannot serve as asked: an unknown preset, brand or influencer, a
     bad as-of date, an output format we do not write, an output folder that would replace its
-    input, a malformed batch size or memory limit."""
+    input, a batch size below 1."""
 
 
 class OutputError(LoyaltyModelError):

@@ -164,9 +164,15 @@ def build_training_frame(
 
 def fit_and_evaluate(cfg: Config, champion: LoyaltyModel | None = None) -> TrainingOutcome:
     """Features, split, fit, calibrate, evaluate (with baselines; against `champion` on the
-    same test rows when one is given)."""
+    same test rows when one is given), on a DuckDB session of the config's settings."""
+    with engines.duckdb_session(cfg.duckdb) as con:
+        return _fit_and_evaluate(con, cfg, champion)
+
+
+def _fit_and_evaluate(
+    con: duckdb.DuckDBPyConnection, cfg: Config, champion: LoyaltyModel | None
+) -> TrainingOutcome:
     t0 = time.perf_counter()
-    con = engines.duckdb_connection(threads=cfg.model.threads)
     frame, sp = build_training_frame(con, cfg)
     t_features = time.perf_counter() - t0
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
@@ -215,7 +221,6 @@ def fit_and_evaluate(cfg: Config, champion: LoyaltyModel | None = None) -> Train
         "test_to": str(parts["test"]["cutoff_ts"].max()),
         "data_end": str(sp.data_end),
     }
-    con.close()
     return TrainingOutcome(model, metrics, sizes, parts, timings, evaluation, window, check)
 
 

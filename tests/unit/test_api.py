@@ -75,7 +75,7 @@ def test_arguments_are_checked_before_anything_is_read_or_written(tiny_world, tm
         lm.predict(tiny_world, "b0001", out, influencers="i0001")
     with pytest.raises(lm.RequestError, match="batch_rows must be at least 1"):
         lm.predict(tiny_world, "b0001", out, batch_rows=0)
-    with pytest.raises(lm.RequestError, match="memory limit 'lots'"):
+    with pytest.raises(lm.ConfigError, match="must be a size such as 4GB or 512MB, got 'lots'"):
         lm.predict(tiny_world, "b0001", out, memory_limit="lots")
     for inside in (tiny_world, tiny_world.parent):
         with pytest.raises(lm.RequestError, match="would replace the data it reads"):
