@@ -86,7 +86,10 @@ class TrainResult:
 
 
 def train(
-    config: ConfigLike = None, data_dir: str | Path | None = None, overrides: Sequence[str] = ()
+    config: ConfigLike = None,
+    data_dir: str | Path | None = None,
+    overrides: Sequence[str] = (),
+    stage: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Build point-in-time features, fit and calibrate LightGBM, evaluate it (against the
     baselines, the current champion on the same test rows and, on simulated data, the ground
@@ -94,16 +97,21 @@ def train(
     there is none yet).
 
     `config`: a Config, a YAML path or None (the defaults); `data_dir` overrides data.dir;
-    `overrides`: `section.key=value` strings, as `--set` on the command line."""
+    `overrides`: `section.key=value` strings, as `--set` on the command line; `stage` is told
+    each stage (in words) as it starts."""
     from loyalty_model import tracking, training
 
     cfg = load_config(config, overrides)
     if data_dir is not None:  # a path, not YAML: '#', ':' or 'yes' in it stay as they are
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
     _data_dir(cfg.data.dir)
+    if stage is not None:
+        stage("opening the tracking store, loading the champion")
     champion = tracking.load_champion(cfg.tracking)
-    outcome = training.fit_and_evaluate(cfg, champion.model if champion else None)
+    outcome = training.fit_and_evaluate(cfg, champion.model if champion else None, stage)
     champion_version = champion.version if champion else None
+    if stage is not None:
+        stage("logging the run and registering the model")
     record = training.run_record(cfg, outcome, champion_version)
     reg = tracking.log_training_run(cfg, outcome.model, record, outcome.frames["train"])
     return TrainResult(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -163,9 +163,27 @@ def train_command(
     from loyalty_model import api
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    with _errors(), console.status("building features, training, evaluating"):
-        result = api.train(config, data, set_ or ())
+    with _errors(), _stages() as stage:
+        result = api.train(config, data, set_ or (), stage)
     _print_training(result)
+
+
+@contextlib.contextmanager
+def _stages() -> Iterator[Callable[[str], None]]:
+    """Each stage of a long run with its elapsed time: a live status line on a terminal, one
+    line per stage on stderr otherwise (a batch log shows where the time went)."""
+    import time
+
+    t0 = time.perf_counter()
+
+    def line(what: str) -> str:
+        return f"[{time.perf_counter() - t0:6.1f}s] {what}"
+
+    if not console.is_terminal:
+        yield lambda what: err.print(line(what), highlight=False)
+        return
+    with console.status("starting") as status:
+        yield lambda what: status.update(line(what))
 
 
 def _print_training(result: TrainResult) -> None:

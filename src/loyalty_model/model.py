@@ -7,6 +7,7 @@ rebuilds exactly the training matrix: same columns, same order, same category co
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -291,6 +292,7 @@ def cross_fit(
     trees: int,
     groups: np.ndarray,
     folds: int,
+    fold_done: Callable[[], None] = lambda: None,
 ) -> np.ndarray:
     """Out-of-fold raw predictions: each group (a campaign wave) is scored by a model fitted
     without it, so the predictions behave like those on unseen campaigns.
@@ -311,7 +313,9 @@ def cross_fit(
 
     def fold(fit_idx: np.ndarray, score_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         m = fit_trees(frame.iloc[fit_idx], spec, one_thread, trees)
-        return score_idx, m.predict_raw(frame.iloc[score_idx])
+        raw = m.predict_raw(frame.iloc[score_idx])
+        fold_done()
+        return score_idx, raw
 
     splits = GroupKFold(n_splits=folds).split(frame, groups=groups)
     done = Parallel(n_jobs=workers, prefer="threads")(delayed(fold)(a, b) for a, b in splits)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -162,17 +163,24 @@ def build_training_frame(
     return frame, sp
 
 
-def fit_and_evaluate(cfg: Config, champion: LoyaltyModel | None = None) -> TrainingOutcome:
+Stage = Callable[[str], None]  # told what training is doing now, in words
+
+
+def fit_and_evaluate(
+    cfg: Config, champion: LoyaltyModel | None = None, stage: Stage | None = None
+) -> TrainingOutcome:
     """Features, split, fit, calibrate, evaluate (with baselines; against `champion` on the
-    same test rows when one is given), on a DuckDB session of the config's settings."""
+    same test rows when one is given), on a DuckDB session of the config's settings.
+    `stage` is told each stage as it starts (and each cross-fit fold as it ends)."""
     with engines.duckdb_session(cfg.duckdb) as con:
-        return _fit_and_evaluate(con, cfg, champion)
+        return _fit_and_evaluate(con, cfg, champion, stage or (lambda _: None))
 
 
 def _fit_and_evaluate(
-    con: duckdb.DuckDBPyConnection, cfg: Config, champion: LoyaltyModel | None
+    con: duckdb.DuckDBPyConnection, cfg: Config, champion: LoyaltyModel | None, stage: Stage
 ) -> TrainingOutcome:
     t0 = time.perf_counter()
+    stage("building point-in-time features")
     frame, sp = build_training_frame(con, cfg)
     t_features = time.perf_counter() - t0
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
@@ -184,8 +192,11 @@ def _fit_and_evaluate(
     parts, (v_from, t_from) = split(frame, cfg)
     spec = spec_of(parts["train"], cfg)
     t1 = time.perf_counter()
-    model, valid_p, fit_info = fit_and_calibrate(parts["train"], parts["valid"], spec, cfg.model)
+    model, valid_p, fit_info = fit_and_calibrate(
+        parts["train"], parts["valid"], spec, cfg.model, stage
+    )
     t_fit = time.perf_counter() - t1
+    stage("evaluating on the test campaigns, with the baselines")
     truth = io.read_ground_truth(cfg.data.dir)
     evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
     metrics = dict(evaluation.metrics)
@@ -193,10 +204,12 @@ def _fit_and_evaluate(
     check = None
     t2 = time.perf_counter()
     if truth_audiences is not None:
+        stage("scoring the simulator's scenarios against their ground truth")
         check = audiences_against_scenarios(con, model, truth_audiences)
         metrics.update(check.metrics())
     t_truth = time.perf_counter() - t2
     if champion is not None:
+        stage("scoring the champion on the same test rows")
         test = _rows_for(champion, parts["test"], con, cfg)
         champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
         metrics.update({f"champion_test_{k}": v for k, v in champ.items()})
@@ -264,7 +277,11 @@ def waves(frame: pd.DataFrame) -> np.ndarray:
 
 
 def fit_and_calibrate(
-    train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, cfg: ModelConfig
+    train: pd.DataFrame,
+    valid: pd.DataFrame,
+    spec: FeatureSpec,
+    cfg: ModelConfig,
+    stage: Stage = lambda _: None,
 ) -> tuple[LoyaltyModel, np.ndarray, dict[str, float]]:
     """The model to evaluate on test and to serve, its out-of-fold validation predictions,
     and what was chosen.
@@ -276,17 +293,28 @@ def fit_and_calibrate(
     3. The served model is refitted on train+valid (trees scaled to the rows), so it has
        seen the most recent campaigns, and carries that calibrator.
     """
+    stage(f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,}")
     first = fit(train, valid, spec, cfg)
     trees = int(first.booster.best_iteration or first.booster.num_trees())
     both = pd.concat([train, valid], ignore_index=True)
     y = both["label"].to_numpy()
-    oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds)
+    stage(f"cross-fitting {cfg.calibration_folds} folds of {trees} trees for the calibration")
+    folds_done = 0
+
+    def fold_done() -> None:
+        nonlocal folds_done
+        folds_done += 1
+        stage(f"cross-fitting: {folds_done} of {cfg.calibration_folds} folds done")
+
+    oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds, fold_done)
+    stage("calibrating")
     calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
     p_oof = calibrator.apply(oof)
     disp = audience_dispersion(y, p_oof, both["campaign_id"].to_numpy())
     spread = audience_spread(p_oof, both["campaign_id"].to_numpy(), tier_names(both).to_numpy())
     calibrator = replace(calibrator, audience_dispersion=disp, audience_spread=spread)
     final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
+    stage(f"refitting on train and valid ({len(both):,} rows, {final_trees} trees)")
     model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
     info = {
         "best_iteration": float(trees),

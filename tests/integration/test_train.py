@@ -38,6 +38,15 @@ def train(data, *extra) -> str:
 def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
     out = train(tiny_world)
     assert "version 1" in out and "challenger, champion" in out
+    # every long stage says when it starts (on stderr: not a terminal here)
+    stages = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
+    assert stages[:2] == [
+        "opening the tracking store, loading the champion",
+        "building point-in-time features",
+    ]
+    assert "cross-fitting: 5 of 5 folds done" in stages
+    assert stages[-1] == "logging the run and registering the model"
+    assert any(s.startswith("refitting on train and valid") for s in stages)
     assert "roc_auc" in out
     model = tracking.load_pyfunc("models:/audience-loyalty@champion", TrackingConfig())
     client = MlflowClient(tracking_uri=store)
