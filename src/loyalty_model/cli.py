@@ -239,7 +239,8 @@ def _print_training(result: TrainResult) -> None:
     lines.append(
         f"features {m['feature_seconds']:.1f}s "
         f"({m['events_per_second_features']:,.0f} events/s), "
-        f"fit {m['fit_seconds']:.1f}s, best iteration {m['best_iteration']:.0f}"
+        f"fit {m['fit_seconds']:.1f}s, best iteration {m['best_iteration']:.0f}; "
+        f"LightGBM {m['lightgbm_share_after_features']:.0%} of the time after the features"
     )
     for line in lines:
         console.print(line)

@@ -197,8 +197,10 @@ def _fit_and_evaluate(
     )
     t_fit = time.perf_counter() - t1
     stage("evaluating on the test campaigns, with the baselines")
+    t_eval = time.perf_counter()
     truth = io.read_ground_truth(cfg.data.dir)
     evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
+    t_eval = time.perf_counter() - t_eval
     metrics = dict(evaluation.metrics)
     truth_audiences = io.read_truth_audiences(cfg.data.dir)
     check = None
@@ -208,12 +210,16 @@ def _fit_and_evaluate(
         check = audiences_against_scenarios(con, model, truth_audiences)
         metrics.update(check.metrics())
     t_truth = time.perf_counter() - t2
+    t_champion = time.perf_counter()
     if champion is not None:
         stage("scoring the champion on the same test rows")
         test = _rows_for(champion, parts["test"], con, cfg)
         champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
         metrics.update({f"champion_test_{k}": v for k, v in champ.items()})
+    t_champion = time.perf_counter() - t_champion
     metrics.update(fit_info)
+    after_features = time.perf_counter() - t0 - t_features
+    lightgbm = sum(fit_info[f"{k}_seconds"] for k in ("early_stopping_fit", "cross_fit", "refit"))
     sizes = {}
     for name, part in parts.items():
         sizes[f"{name}_rows"] = float(len(part))
@@ -225,6 +231,10 @@ def _fit_and_evaluate(
         "feature_seconds": t_features,
         "fit_seconds": t_fit,
         "truth_check_seconds": t_truth,
+        "evaluation_seconds": t_eval,
+        "champion_seconds": t_champion,
+        # where the time after the feature build goes: LightGBM's share of it
+        "lightgbm_share_after_features": lightgbm / after_features if after_features else 0.0,
         "events_per_second_features": n_events / t_features if t_features else float("nan"),
     }
     window = {
@@ -294,7 +304,9 @@ def fit_and_calibrate(
        seen the most recent campaigns, and carries that calibrator.
     """
     stage(f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,}")
+    t0 = time.perf_counter()
     first = fit(train, valid, spec, cfg)
+    t1 = time.perf_counter()
     trees = int(first.booster.best_iteration or first.booster.num_trees())
     both = pd.concat([train, valid], ignore_index=True)
     y = both["label"].to_numpy()
@@ -307,6 +319,7 @@ def fit_and_calibrate(
         stage(f"cross-fitting: {folds_done} of {cfg.calibration_folds} folds done")
 
     oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds, fold_done)
+    t2 = time.perf_counter()
     stage("calibrating")
     calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
     p_oof = calibrator.apply(oof)
@@ -315,8 +328,13 @@ def fit_and_calibrate(
     calibrator = replace(calibrator, audience_dispersion=disp, audience_spread=spread)
     final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
     stage(f"refitting on train and valid ({len(both):,} rows, {final_trees} trees)")
+    t3 = time.perf_counter()
     model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
     info = {
+        # LightGBM's own work: the three fits (and the folds' predictions)
+        "early_stopping_fit_seconds": t1 - t0,
+        "cross_fit_seconds": t2 - t1,
+        "refit_seconds": time.perf_counter() - t3,
         "best_iteration": float(trees),
         "final_trees": float(final_trees),
         "audience_dispersion": disp,
