@@ -27,11 +27,13 @@ def duckdb_connection(
     All timestamps in the contract are UTC; naive timestamps in input files are read as UTC.
     `memory_limit` (e.g. "3GB") caps DuckDB's memory; beyond it, it spills to `temp_dir`.
     Row order is never relied upon (queries that need an order say ORDER BY), which lets
-    DuckDB skip preserving insertion order: faster and leaner.
+    DuckDB skip preserving insertion order: faster and leaner. DuckDB's own progress bar is
+    off: in a notebook or a log it printed "~45 hours remaining" bars over our output.
     """
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
+    con.execute("SET enable_progress_bar = false")  # ours report progress; DuckDB's litters logs
     if temp_dir:
         con.execute(f"SET temp_directory = '{temp_dir}'")
     if threads:

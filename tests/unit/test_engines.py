@@ -3,6 +3,8 @@ them, and one-line errors for bad values."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from loyalty_model import engines
@@ -23,12 +25,13 @@ def test_a_session_has_the_configs_settings_and_cleans_up(tmp_path, monkeypatch)
     cfg = load_config(None, ["duckdb.memory_limit=1GB", "duckdb.threads=1"]).duckdb
     with engines.duckdb_session(cfg) as con:
         memory, threads, spill = settings(con)
+        bar = con.execute("SELECT current_setting('enable_progress_bar')").fetchall()[0][0]
     assert (memory, threads) == ("953.6 MiB", 1)  # DuckDB reports 1GB in MiB
-    assert "loyalty-spill-" in spill and not (tmp_path / spill).exists()  # removed afterwards
-    with engines.duckdb_session(
-        load_config(None, [f"duckdb.temp_directory={tmp_path}"]).duckdb
-    ) as c:
-        assert settings(c)[2] == str(tmp_path)
+    assert bar is False  # DuckDB's own bar would print over our output
+    assert "loyalty-spill-" in spill and not Path(spill).exists()  # removed afterwards
+    mine = load_config(None, [f"duckdb.temp_directory={tmp_path}"]).duckdb
+    with engines.duckdb_session(mine) as con:
+        assert settings(con)[2] == str(tmp_path)
     assert tmp_path.is_dir()  # a folder the user gave is theirs: kept
 
 
