@@ -101,17 +101,16 @@ def train(
     each stage (in words) as it starts."""
     from loyalty_model import tracking, training
 
+    stage = stage or (lambda _: None)
     cfg = load_config(config, overrides)
     if data_dir is not None:  # a path, not YAML: '#', ':' or 'yes' in it stay as they are
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
     _data_dir(cfg.data.dir)
-    if stage is not None:
-        stage("opening the tracking store, loading the champion")
+    stage("opening the tracking store, loading the champion")
     champion = tracking.load_champion(cfg.tracking)
     outcome = training.fit_and_evaluate(cfg, champion.model if champion else None, stage)
     champion_version = champion.version if champion else None
-    if stage is not None:
-        stage("logging the run and registering the model")
+    stage("logging the run and registering the model")
     record = training.run_record(cfg, outcome, champion_version)
     reg = tracking.log_training_run(cfg, outcome.model, record, outcome.frames["train"])
     return TrainResult(
@@ -120,7 +119,7 @@ def train(
         model_version=reg.version,
         model_uri=reg.uri,
         aliases=reg.aliases,
-        metrics=MappingProxyType({k: v for k, v in record.metrics.items() if v == v}),
+        metrics=MappingProxyType(record.metrics),
         artifact_uri=reg.artifact_uri,
         artifacts=(*record.artifacts, *record.figures, "model"),
         champion_compared=champion_version,
@@ -225,9 +224,8 @@ def predict(
     `model`: an MLflow model URI (default: models:/MODEL_NAME@champion, MODEL_NAME from the
     config's tracking section, which also says where the registry is); `batch_rows` bounds
     Python memory; `memory_limit` (default: the config's duckdb.memory_limit) caps DuckDB,
-    which spills to disk beyond it; `progress` is
-    called after each batch with (followers scored, followers to score)."""
-
+    which spills to disk beyond it; `progress` is called after each batch with (followers
+    scored, followers to score)."""
     from loyalty_model import engines, io, scoring, tracking
     from loyalty_model.evaluate import audiences_against_truth, truth_of_request
 

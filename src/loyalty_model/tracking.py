@@ -118,7 +118,7 @@ def log_training_run(
     run_in = _experiment_id(cfg.tracking.experiment)
     with mlflow.start_run(experiment_id=run_in) as run, tempfile.TemporaryDirectory() as tmp:
         mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
-        mlflow.log_metrics({k: v for k, v in record.metrics.items() if v == v})  # drop NaN
+        mlflow.log_metrics(record.metrics)
         for filename, text in record.artifacts.items():
             mlflow.log_text(text, filename)
         for filename, fig in record.figures.items():

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -25,6 +26,7 @@ from loyalty_model.evaluate import (
     tier_names,
 )
 from loyalty_model.features import FeatureSpec
+from loyalty_model.gate import CHAMPION_PREFIX
 from loyalty_model.model import (
     LoyaltyModel,
     audience_dispersion,
@@ -121,7 +123,13 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
     figures = plots.all_figures(outcome.model, outcome.frames["test"], ev.test_scores)
     return RunRecord(
         params=params,
-        metrics={**outcome.metrics, **outcome.sizes, **outcome.timings},
+        # NaN marks a metric that could not be computed (too few campaigns of a tier, ...):
+        # not logged, not returned
+        metrics={
+            k: v
+            for k, v in {**outcome.metrics, **outcome.sizes, **outcome.timings}.items()
+            if v == v
+        },
         artifacts=artifacts,
         figures=figures,
         tags={"champion_compared": champion_version or "none"},
@@ -166,6 +174,16 @@ def build_training_frame(
 Stage = Callable[[str], None]  # told what training is doing now, in words
 
 
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], key: str) -> Iterator[None]:
+    """Record the wall time of the block as seconds[key]."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[key] = time.perf_counter() - t0
+
+
 def fit_and_evaluate(
     cfg: Config, champion: LoyaltyModel | None = None, stage: Stage | None = None
 ) -> TrainingOutcome:
@@ -180,9 +198,10 @@ def _fit_and_evaluate(
     con: duckdb.DuckDBPyConnection, cfg: Config, champion: LoyaltyModel | None, stage: Stage
 ) -> TrainingOutcome:
     t0 = time.perf_counter()
+    timings: dict[str, float] = {}
     stage("building point-in-time features")
-    frame, sp = build_training_frame(con, cfg)
-    t_features = time.perf_counter() - t0
+    with _timed(timings, "feature_seconds"):
+        frame, sp = build_training_frame(con, cfg)
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
         raise DataError(
@@ -191,34 +210,30 @@ def _fit_and_evaluate(
         )
     parts, (v_from, t_from) = split(frame, cfg)
     spec = spec_of(parts["train"], cfg)
-    t1 = time.perf_counter()
-    model, valid_p, fit_info = fit_and_calibrate(
-        parts["train"], parts["valid"], spec, cfg.model, stage
-    )
-    t_fit = time.perf_counter() - t1
+    with _timed(timings, "fit_seconds"):
+        model, valid_p, fit_info = fit_and_calibrate(
+            parts["train"], parts["valid"], spec, cfg.model, stage
+        )
     stage("evaluating on the test campaigns, with the baselines")
-    t_eval = time.perf_counter()
-    truth = io.read_ground_truth(cfg.data.dir)
-    evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
-    t_eval = time.perf_counter() - t_eval
+    with _timed(timings, "evaluation_seconds"):
+        truth = io.read_ground_truth(cfg.data.dir)
+        evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
     metrics = dict(evaluation.metrics)
     truth_audiences = io.read_truth_audiences(cfg.data.dir)
     check = None
-    t2 = time.perf_counter()
-    if truth_audiences is not None:
-        stage("scoring the simulator's scenarios against their ground truth")
-        check = audiences_against_scenarios(con, model, truth_audiences)
-        metrics.update(check.metrics())
-    t_truth = time.perf_counter() - t2
-    t_champion = time.perf_counter()
-    if champion is not None:
-        stage("scoring the champion on the same test rows")
-        test = _rows_for(champion, parts["test"], con, cfg)
-        champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
-        metrics.update({f"champion_test_{k}": v for k, v in champ.items()})
-    t_champion = time.perf_counter() - t_champion
+    with _timed(timings, "truth_check_seconds"):
+        if truth_audiences is not None:
+            stage("scoring the simulator's scenarios against their ground truth")
+            check = audiences_against_scenarios(con, model, truth_audiences)
+            metrics.update(check.metrics())
+    with _timed(timings, "champion_seconds"):
+        if champion is not None:
+            stage("scoring the champion on the same test rows")
+            test = _rows_for(champion, parts["test"], con, cfg)
+            champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
+            metrics.update({f"{CHAMPION_PREFIX}{k}": v for k, v in champ.items()})
     metrics.update(fit_info)
-    after_features = time.perf_counter() - t0 - t_features
+    after_features = time.perf_counter() - t0 - timings["feature_seconds"]
     lightgbm = sum(fit_info[f"{k}_seconds"] for k in ("early_stopping_fit", "cross_fit", "refit"))
     sizes = {}
     for name, part in parts.items():
@@ -227,12 +242,8 @@ def _fit_and_evaluate(
         sizes[f"{name}_base_rate"] = float(part["label"].mean())
     sizes["campaigns_excluded_open_window"] = float(sp.campaigns_excluded)
     sizes["events"] = float(n_events)
-    timings = {
-        "feature_seconds": t_features,
-        "fit_seconds": t_fit,
-        "truth_check_seconds": t_truth,
-        "evaluation_seconds": t_eval,
-        "champion_seconds": t_champion,
+    t_features = timings["feature_seconds"]
+    timings |= {
         # where the time after the feature build goes: LightGBM's share of it
         "lightgbm_share_after_features": lightgbm / after_features if after_features else 0.0,
         "events_per_second_features": n_events / t_features if t_features else float("nan"),
@@ -303,10 +314,10 @@ def fit_and_calibrate(
     3. The served model is refitted on train+valid (trees scaled to the rows), so it has
        seen the most recent campaigns, and carries that calibrator.
     """
+    seconds: dict[str, float] = {}  # LightGBM's own work: the three fits (and fold predictions)
     stage(f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,}")
-    t0 = time.perf_counter()
-    first = fit(train, valid, spec, cfg)
-    t1 = time.perf_counter()
+    with _timed(seconds, "early_stopping_fit_seconds"):
+        first = fit(train, valid, spec, cfg)
     trees = int(first.booster.best_iteration or first.booster.num_trees())
     both = pd.concat([train, valid], ignore_index=True)
     y = both["label"].to_numpy()
@@ -318,8 +329,8 @@ def fit_and_calibrate(
         folds_done += 1
         stage(f"cross-fitting: {folds_done} of {cfg.calibration_folds} folds done")
 
-    oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds, fold_done)
-    t2 = time.perf_counter()
+    with _timed(seconds, "cross_fit_seconds"):
+        oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds, fold_done)
     stage("calibrating")
     calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
     p_oof = calibrator.apply(oof)
@@ -328,13 +339,10 @@ def fit_and_calibrate(
     calibrator = replace(calibrator, audience_dispersion=disp, audience_spread=spread)
     final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
     stage(f"refitting on train and valid ({len(both):,} rows, {final_trees} trees)")
-    t3 = time.perf_counter()
-    model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
+    with _timed(seconds, "refit_seconds"):
+        model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
     info = {
-        # LightGBM's own work: the three fits (and the folds' predictions)
-        "early_stopping_fit_seconds": t1 - t0,
-        "cross_fit_seconds": t2 - t1,
-        "refit_seconds": time.perf_counter() - t3,
+        **seconds,
         "best_iteration": float(trees),
         "final_trees": float(final_trees),
         "audience_dispersion": disp,
