@@ -47,3 +47,18 @@ def monkeypatch_session():
     mp.delenv("MLFLOW_TRACKING_URI", raising=False)
     yield mp
     mp.undo()
+
+
+@pytest.fixture(scope="session")
+def spark_session(monkeypatch_session):
+    """One Spark (local[2], 4 shuffle partitions) for the whole test run: starting one costs
+    10-20 s. LOYALTY_SPARK_MASTER=local[2] makes every library call with the spark engine
+    reuse it (a call uses the running Spark of its master and leaves it running)."""
+    pytest.importorskip("pyspark")
+    from loyalty_model import engines
+
+    monkeypatch_session.setenv(engines.ENV_SPARK_MASTER, "local[2]")
+    monkeypatch_session.setenv(engines.ENV_SPARK_SHUFFLE_PARTITIONS, "4")
+    cfg = lm.load_config(None, ["spark.driver_memory=2g", "spark.conf={spark.ui.enabled: false}"])
+    with engines.spark_session(cfg.spark) as session:
+        yield session

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Literal
 
 from loyalty_model.config import Config, load_config
 from loyalty_model.errors import DataError, OutputError, PromotionError, RequestError
+from loyalty_model.timing import timed, timed_iter
 
 if TYPE_CHECKING:
     import duckdb
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from loyalty_model.training import TrainingOutcome
 
 ConfigLike = Config | str | Path | None
+Engine = Literal["duckdb", "spark"]
 Progress = Callable[[int, int], None]  # (followers scored so far, followers to score)
 
 
@@ -39,6 +41,21 @@ def _data_dir(path: str | Path) -> Path:
     if not path.is_dir():
         raise DataError(f"data directory not found: {path}")
     return path
+
+
+def _engine_override(engine: str | None) -> list[str]:
+    """`engine` as a data.engine override, so the config validates it (a ConfigError of one
+    line) and the run records it with the rest of the config."""
+    return [] if engine is None else [f"data.engine={engine}"]
+
+
+def _engine_ready(cfg: Config) -> None:
+    """The spark engine's cheap checks (pyspark, Java, the master answers) before anything
+    else is read or started: a one-line ConfigError in a second, not after minutes."""
+    if cfg.data.engine == "spark":
+        from loyalty_model import engines
+
+        engines.spark_preflight(cfg.spark)
 
 
 # -- simulate, validate ---------------------------------------------------------------------
@@ -90,6 +107,7 @@ def train(
     data_dir: str | Path | None = None,
     overrides: Sequence[str] = (),
     stage: Callable[[str], None] | None = None,
+    engine: Engine | None = None,
 ) -> TrainResult:
     """Build point-in-time features, fit and calibrate LightGBM, evaluate it (against the
     baselines, the current champion on the same test rows and, on simulated data, the ground
@@ -98,14 +116,16 @@ def train(
 
     `config`: a Config, a YAML path or None (the defaults); `data_dir` overrides data.dir;
     `overrides`: `section.key=value` strings, as `--set` on the command line; `stage` is told
-    each stage (in words) as it starts."""
+    each stage (in words) as it starts; `engine` builds the features: duckdb or spark
+    (default: the config's data.engine; recorded on the run)."""
     from loyalty_model import tracking, training
 
     stage = stage or (lambda _: None)
-    cfg = load_config(config, overrides)
+    cfg = load_config(config, [*overrides, *_engine_override(engine)])
     if data_dir is not None:  # a path, not YAML: '#', ':' or 'yes' in it stay as they are
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
     _data_dir(cfg.data.dir)
+    _engine_ready(cfg)
     stage("opening the tracking store, loading the champion")
     champion = tracking.load_champion(cfg.tracking)
     outcome = training.fit_and_evaluate(cfg, champion.model if champion else None, stage)
@@ -200,6 +220,8 @@ class PredictionResult:
     audiences: pd.DataFrame = field(repr=False, compare=False)  # audience_scores, ranked
     seconds: float = 0.0  # the whole call
     model_seconds: float = 0.0  # of which the model's predict_proba
+    # where the time went, stage by stage, in the order they ran (docs/api.md)
+    stage_seconds: Mapping[str, float] = field(default_factory=dict, compare=False)
     truth: Mapping[str, float] | None = None  # against the simulator's truth, where it has it
 
 
@@ -216,6 +238,7 @@ def predict(
     batch_rows: int = 200_000,
     memory_limit: str | None = None,
     progress: Progress | None = None,
+    engine: Engine | None = None,
 ) -> PredictionResult:
     """Score every follower of each influencer (default: all) for `brand` as of `as_of`
     (default: the day after the last event) and write follower_scores, audience_scores and
@@ -225,7 +248,9 @@ def predict(
     config's tracking section, which also says where the registry is); `batch_rows` bounds
     Python memory; `memory_limit` (default: the config's duckdb.memory_limit) caps DuckDB,
     which spills to disk beyond it; `progress` is called after each batch with (followers
-    scored, followers to score)."""
+    scored, followers to score); `engine` builds the features and scores the followers:
+    duckdb, or spark, whose executors score and write follower_scores as a folder of part
+    files (default: the config's data.engine; recorded in the manifest)."""
     from loyalty_model import engines, io, scoring, tracking
     from loyalty_model.evaluate import audiences_against_truth, truth_of_request
 
@@ -239,14 +264,18 @@ def predict(
     if _overlaps(out, data_dir):
         raise RequestError(f"the output folder {out} would replace the data it reads ({data_dir})")
     extra = [] if memory_limit is None else [f"duckdb.memory_limit={memory_limit}"]
-    cfg = load_config(config, [*overrides, *extra])
+    cfg = load_config(config, [*overrides, *extra, *_engine_override(engine)])
+    _engine_ready(cfg)
     model = model or f"models:/{cfg.tracking.model_name}@champion"
     t0 = time.perf_counter()
+    seconds: dict[str, float] = {}
     with engines.duckdb_session(cfg.duckdb) as con:
-        views = io.register_tables(con, data_dir)
-        request = scoring.scoring_request(con, brand, as_of, influencers)
-        loaded, model_ref = tracking.load_for_scoring(model, cfg.tracking)
-        scoring.check_spec(loaded)
+        with timed(seconds, "read and validate"):
+            views = io.register_tables(con, data_dir)  # the contract is checked on DuckDB
+            request = scoring.scoring_request(con, brand, as_of, influencers)
+        with timed(seconds, "load model"):
+            loaded, model_ref = tracking.load_for_scoring(model, cfg.tracking)
+            scoring.check_spec(loaded)
         tables = engines.ibis_tables(con, list(views))
         with _writing(out):
             written = _write_predictions(
@@ -261,10 +290,18 @@ def predict(
                 cfg,
                 batch_rows,
                 progress,
+                seconds,
             )
-    truth = truth_of_request(io.read_truth_audiences(data_dir), brand, request.as_of)
-    check = None if truth is None else audiences_against_truth(written.audiences, truth).metrics
-    return replace(written, seconds=time.perf_counter() - t0, truth=check)
+    with timed(seconds, "truth check"):
+        truth = truth_of_request(io.read_truth_audiences(data_dir), brand, request.as_of)
+        check = None if truth is None else audiences_against_truth(written.audiences, truth)
+    return replace(
+        written,
+        seconds=time.perf_counter() - t0,
+        truth=None if check is None else check.metrics,
+        model_seconds=seconds.get("model", seconds.get("model (summed over tasks)", 0.0)),
+        stage_seconds=MappingProxyType(seconds),
+    )
 
 
 def _overlaps(out: Path, data_dir: Path) -> bool:
@@ -295,15 +332,18 @@ def _write_predictions(
     cfg: Config,
     batch_rows: int,
     progress: Progress | None,
+    seconds: dict[str, float],
 ) -> PredictionResult:
-    """Score the request in batches and write the three files into `out`, atomically."""
+    """Score the request and write the three files into `out`, atomically: follower scores
+    on the config's engine, then the audiences and the manifest (the same code for both).
+    The time of each stage is added to `seconds`."""
     from loyalty_model import io, scoring
     from loyalty_model.spine import scoring_spine
 
     brand, as_of = request.brand_id, request.as_of
     named = None if request.all_influencers else list(request.influencer_ids)
+    # the spine's size on DuckDB, whatever the engine: the same rows, a fraction of a second
     total = int(scoring_spine(tables, brand, as_of, named).count().execute())
-    batches = scoring.feature_batches(con, tables, brand, as_of, named, model, batch_rows)
     influencer_rows = con.execute("SELECT * FROM influencers").df()
     done = 0
 
@@ -314,31 +354,66 @@ def _write_predictions(
             progress(done, total)
 
     cal = model.calibrator
+    engine = cfg.data.engine
     files = {
         "follower_scores": out / f"follower_scores.{fmt}",
         "audience_scores": out / f"audience_scores.{fmt}",
         "manifest": out / "manifest.json",
     }
     with io.atomic_dir(out) as tmp:
-        writer = io.TableWriter(tmp / files["follower_scores"].name, scoring.FOLLOWER_SCHEMA, fmt)
-        n_followers, accumulated, t_model = scoring.score(
-            batches, model, model_ref, brand, as_of, writer.write, on_batch
-        )
-        writer.close()
-        aud = scoring.audience_scores(
-            accumulated,
-            influencer_rows,
-            brand,
-            as_of,
-            list(request.influencer_ids),
-            cal.audience_dispersion,
-            cal.audience_spread,
-        )
-        io.write_frame(aud, tmp / files["audience_scores"].name, fmt)
+        if engine == "spark":
+            from loyalty_model.spark import FOLLOWER_FOLDER
+
+            files["follower_scores"] = out / FOLLOWER_FOLDER
+            folder = tmp / FOLLOWER_FOLDER
+            # features, model, follower file and audience sums all run in Spark's jobs
+            with timed(seconds, "spark: features, model, write, audience sums"):
+                n_followers, accumulated, t_model = _score_on_spark(
+                    cfg, data_dir, request, model, model_ref, folder, fmt, batch_rows, on_batch
+                )
+            seconds["model (summed over tasks)"] = t_model
+        else:
+            path = tmp / files["follower_scores"].name
+            writer = io.TableWriter(path, scoring.FOLLOWER_SCHEMA, fmt)
+            batches = scoring.feature_batches(con, tables, brand, as_of, named, model, batch_rows)
+            seconds.update(features=0.0, model=0.0, **{"audience sums": 0.0, "write": 0.0})
+            n_followers, accumulated = scoring.score(
+                timed_iter(batches, seconds, "features"),
+                model,
+                model_ref,
+                brand,
+                as_of,
+                writer.write,
+                on_batch,
+                seconds,
+            )
+            with timed(seconds, "write"):
+                writer.close()
+        with timed(seconds, "audience intervals"):
+            aud = scoring.audience_scores(
+                accumulated,
+                influencer_rows,
+                brand,
+                as_of,
+                list(request.influencer_ids),
+                cal.audience_dispersion,
+                cal.audience_spread,
+            )
+        with timed(seconds, "write"):
+            io.write_frame(aud, tmp / files["audience_scores"].name, fmt)
         rows = {"follower_scores": n_followers, "audience_scores": len(aud)}
-        inputs = io.input_fingerprints(con, data_dir)
+        with timed(seconds, "fingerprint inputs"):
+            inputs = io.input_fingerprints(con, data_dir)
         manifest = scoring.manifest(
-            request, model_ref, inputs, rows, fmt, cfg.data.currency, cal.audience_dispersion, aud
+            request,
+            model_ref,
+            inputs,
+            rows,
+            fmt,
+            cfg.data.currency,
+            cal.audience_dispersion,
+            aud,
+            engine,
         )
         io.write_json(manifest, tmp / files["manifest"].name)
     return PredictionResult(
@@ -347,5 +422,28 @@ def _write_predictions(
         rows=MappingProxyType(rows),
         manifest=MappingProxyType(manifest),
         audiences=aud,
-        model_seconds=t_model,
     )
+
+
+def _score_on_spark(
+    cfg: Config,
+    data_dir: Path,
+    request: ScoringRequest,
+    model: LoyaltyModel,
+    model_ref: ModelRef,
+    folder: Path,
+    fmt: str,
+    batch_rows: int,
+    on_batch: Callable[[int], None],
+) -> tuple[int, dict, float]:
+    """The follower scores written by Spark's executors into `folder`; the audiences' sums.
+    Progress is told once, at the end: the executors do not report batches to the driver."""
+    from loyalty_model import engines, spark
+
+    with engines.spark_session(cfg.spark) as session:
+        tables = spark.spark_tables(session, data_dir)
+        scores = spark.score_on_spark(
+            session, tables, request, model, model_ref, folder, fmt, batch_rows
+        )
+    on_batch(scores.rows)
+    return scores.rows, scores.audiences, scores.model_seconds

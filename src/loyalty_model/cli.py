@@ -7,7 +7,7 @@ import contextlib
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Literal, NoReturn
 
 import typer
 from rich.console import Console
@@ -35,10 +35,21 @@ SetOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override one config value: section.key=value (repeatable)."),
 ]
+EngineOption = Annotated[
+    Literal["duckdb", "spark"] | None,
+    typer.Option(
+        help="Engine that builds the features: duckdb (in-process) or spark (the config's spark "
+        "section: spark.master, e.g. a cluster URL; LOYALTY_SPARK_MASTER wins). Default: the "
+        "config's data.engine (duckdb).",
+    ),
+]
 
 
 def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    # escaped: a message's own brackets are text (pip install 'loyalty-model[spark]')
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -125,6 +136,8 @@ def validate_command(
     Prints every problem found (table, column, rows affected, up to 5 example values).
     Exit code 0 when clean, 2 when not.
     """
+    from rich.markup import escape
+
     from loyalty_model import api
 
     with _errors():
@@ -133,7 +146,7 @@ def validate_command(
         console.print(f"[green]ok[/]: {data} satisfies the data contract")
         return
     for p in problems:
-        err.print(f"[red]✗[/] {p}", highlight=False, soft_wrap=True)
+        err.print(f"[red]✗[/] {escape(str(p))}", highlight=False, soft_wrap=True)
     err.print(f"{len(problems)} problem(s) in {data}", highlight=False)
     raise typer.Exit(EXIT_INVALID)
 
@@ -151,12 +164,14 @@ def train_command(
         Path | None, typer.Option(help="Data directory; overrides data.dir in the config.")
     ] = None,
     set_: SetOption = None,
+    engine: EngineOption = None,
 ) -> None:
     """Build point-in-time features, fit LightGBM, track the run and register the model.
 
     The tracking store is MLFLOW_TRACKING_URI, else tracking.uri, else sqlite:///mlflow.db in
     the working directory. The new version gets alias `challenger` (and `champion` when there
-    is none yet).
+    is none yet). With --engine spark the features are built on Spark and collected for
+    LightGBM, which trains on this machine; the engine is recorded on the run.
     """
     import logging
 
@@ -164,7 +179,7 @@ def train_command(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with _errors(), _stages() as stage:
-        result = api.train(config, data, set_ or (), stage)
+        result = api.train(config, data, set_ or (), stage, engine)
     _print_training(result)
 
 
@@ -322,7 +337,12 @@ def predict_command(
         str, typer.Option("--format", help="Output file format: parquet or csv.")
     ] = "parquet",
     batch_rows: Annotated[
-        int, typer.Option(help="Followers scored per batch; bounds Python memory.", min=1000)
+        int,
+        typer.Option(
+            help="Followers scored per batch; bounds Python memory (on Spark: the Arrow batch "
+            "each executor's Python worker scores).",
+            min=1000,
+        ),
     ] = 200_000,
     memory_limit: Annotated[
         str | None,
@@ -331,13 +351,16 @@ def predict_command(
             "the config's duckdb.memory_limit (4GB), or LOYALTY_DUCKDB_MEMORY_LIMIT.",
         ),
     ] = None,
+    engine: EngineOption = None,
 ) -> None:
     """Score every follower of each influencer for a brand and write the prediction files.
 
     Writes follower_scores (a probability per follower), audience_scores (per influencer, on
     the full audience its price buys: expected loyal customers with a 90 % interval, per 1,000
     followers, cost per expected loyal customer, a rank by cost and a rank by rate) and
-    manifest.json. See docs/output_contract.md.
+    manifest.json. See docs/output_contract.md. With --engine spark the executors score
+    the followers and write follower_scores as a folder of part files; the engine is
+    recorded in the manifest.
     """
     from loyalty_model import api
 
@@ -357,12 +380,14 @@ def predict_command(
                 batch_rows=batch_rows,
                 memory_limit=memory_limit,
                 progress=progress,
+                engine=engine,
             )
     currency = str(result.manifest["currency"])
     _print_top(result.audiences, currency)
+    stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
     console.print(
         f"{result.rows['follower_scores']:,} followers scored in {result.seconds:.1f}s "
-        f"(model {result.model_seconds:.1f}s); files in [bold]{result.out}[/]: follower_scores, "
+        f"({stages}); files in [bold]{result.out}[/]: follower_scores, "
         "audience_scores, manifest.json"
     )
     if result.truth is not None:

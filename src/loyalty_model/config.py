@@ -33,11 +33,26 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     dir: Path = Field(Path("demo_out/data"), description="data directory (the five tables)")
-    engine: Literal["duckdb"] = Field(
-        "duckdb", description="feature engine (DuckDB in-process; Spark is not wired in yet)"
+    engine: Literal["duckdb", "spark"] = Field(
+        "duckdb",
+        description="engine that builds the features (train, predict) and scores the followers "
+        "(predict): duckdb, in-process; or spark, with the spark section's settings (needs the "
+        "[spark] extra and Java 17). Validation runs on DuckDB either way. `--engine` on train "
+        "and predict overrides it",
     )
     sample_fraction: float = Field(
-        1.0, gt=0, le=1, description="share of training followers kept (hash of follower_id)"
+        1.0,
+        gt=0,
+        le=1,
+        description="share of training followers kept, chosen by the MD5 of follower_id: the "
+        "same followers on every engine and run",
+    )
+    max_training_rows: int | None = Field(
+        2_000_000,
+        ge=1,
+        description="cap on training rows: above it, every campaign keeps the same share of its "
+        "followers (at least one), the first by the MD5 of follower_id; the rows before the cap "
+        "are recorded in the run (size.spine_rows_before_cap). null: no cap",
     )
     currency: str = Field(
         "USD",
@@ -186,6 +201,74 @@ class DuckDBConfig(_Section):
         return value.strip()
 
 
+# the master URLs Spark accepts (local, standalone, YARN, Kubernetes); anything else is a typo
+SPARK_MASTER = (
+    r"local(\[(\*|\d+)(,\d+)?\])?|local-cluster\[\d+,\d+,\d+\]|spark://\S+|yarn|k8s://\S+"
+)
+JVM_SIZE = r"\d+[kmgt]?"
+
+
+class SparkConfig(_Section):
+    master: str = Field(
+        "local[*]",
+        description="where Spark runs: local[*] (in this process, a thread per core), local[N], "
+        "or a cluster: spark://HOST:7077, yarn, k8s://https://HOST:443. The one setting that "
+        "moves a job to a cluster. Environment: LOYALTY_SPARK_MASTER wins",
+    )
+    app_name: str = Field(
+        "loyalty-model", min_length=1, description="application name in the Spark UI and logs"
+    )
+    driver_memory: str = Field(
+        "4g",
+        description="JVM heap of the driver (JVM sizes: 512m, 4g); in local mode the driver does "
+        "all the work. Applies when this process starts Spark. Environment: "
+        "LOYALTY_SPARK_DRIVER_MEMORY wins",
+    )
+    executor_memory: str = Field(
+        "4g",
+        description="JVM heap of each executor on a cluster (unused in local mode). Environment: "
+        "LOYALTY_SPARK_EXECUTOR_MEMORY wins",
+    )
+    shuffle_partitions: int = Field(
+        8,
+        ge=1,
+        description="partitions of every shuffle (spark.sql.shuffle.partitions): small for one "
+        "machine and the tests; on a cluster about 2-3 per executor core. Environment: "
+        "LOYALTY_SPARK_SHUFFLE_PARTITIONS wins",
+    )
+    conf: dict[str, str] = Field(
+        {},
+        description="further Spark settings, e.g. {spark.ui.enabled: 'false'}; they override "
+        "the ones above. spark.sql.* keys apply to every run, the others when this process "
+        "starts Spark",
+    )
+
+    @field_validator("master")
+    @classmethod
+    def _a_master_url(cls, value: str) -> str:
+        if not re.fullmatch(SPARK_MASTER, value.strip()):
+            raise ValueError(
+                f"must be local[*], local[N], spark://HOST:PORT, yarn or k8s://URL, got {value!r}"
+            )
+        return value.strip()
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _values_as_spark_reads_them(cls, value: Any) -> Any:
+        """YAML reads `false` and `4` as a bool and an int; Spark wants the strings."""
+        if not isinstance(value, dict):
+            return value
+        as_text = {True: "true", False: "false"}
+        return {k: as_text[v] if isinstance(v, bool) else str(v) for k, v in value.items()}
+
+    @field_validator("driver_memory", "executor_memory")
+    @classmethod
+    def _a_jvm_size(cls, value: str) -> str:
+        if not re.fullmatch(JVM_SIZE, value.strip().lower()):
+            raise ValueError(f"must be a JVM size such as 4g or 512m, got {value!r}")
+        return value.strip().lower()
+
+
 class GateConfig(_Section):
     metric: str = Field(
         "test_pr_auc", description="test metric the challenger must improve over the champion"
@@ -216,6 +299,11 @@ class Config(_Section):
     )
     duckdb: DuckDBConfig = Field(
         DuckDBConfig(), description="the embedded engine's memory, threads and spill folder"
+    )
+    spark: SparkConfig = Field(
+        SparkConfig(),
+        description="the scale-out engine (data.engine=spark): where Spark runs, its memory and "
+        "shuffle partitions",
     )
     gate: GateConfig = Field(
         GateConfig(), description="promotion gate: when a challenger becomes champion"
@@ -287,6 +375,8 @@ def _type_words(t: Any) -> str:
         return " or ".join("null" if a is type(None) else _type_words(a) for a in args)
     if origin is tuple:
         return f"list of {_type_words(args[0])}"
+    if origin is dict:
+        return f"mapping of {_type_words(args[0])} to {_type_words(args[1])}"
     return {Path: "path", date: "date (YYYY-MM-DD)"}.get(t, getattr(t, "__name__", str(t)))
 
 

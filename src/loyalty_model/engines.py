@@ -1,22 +1,38 @@
-"""Engine connections. DuckDB in-process is the embedded default."""
+"""Engine connections. DuckDB in-process is the embedded default; Spark (the `[spark]` extra)
+is the scale-out engine. pyspark is imported inside the functions that need it, never at
+import time."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
+import socket
+import sys
 import tempfile
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, TypeVar
+from urllib.parse import urlsplit
 
 import duckdb
 from pydantic import ValidationError
 
-from loyalty_model.config import DuckDBConfig
+from loyalty_model.config import DuckDBConfig, SparkConfig
 from loyalty_model.errors import ConfigError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+Settings = TypeVar("Settings", DuckDBConfig, SparkConfig)
 
 # environment settings of the machine a job runs on win over the task config
 ENV_MEMORY_LIMIT = "LOYALTY_DUCKDB_MEMORY_LIMIT"
 ENV_THREADS = "LOYALTY_DUCKDB_THREADS"
 ENV_TEMP_DIRECTORY = "LOYALTY_DUCKDB_TEMP_DIRECTORY"
+ENV_SPARK_MASTER = "LOYALTY_SPARK_MASTER"
+ENV_SPARK_DRIVER_MEMORY = "LOYALTY_SPARK_DRIVER_MEMORY"
+ENV_SPARK_EXECUTOR_MEMORY = "LOYALTY_SPARK_EXECUTOR_MEMORY"
+ENV_SPARK_SHUFFLE_PARTITIONS = "LOYALTY_SPARK_SHUFFLE_PARTITIONS"
 
 
 def duckdb_connection(
@@ -50,15 +66,21 @@ def duckdb_settings(cfg: DuckDBConfig) -> DuckDBConfig:
         "threads": ENV_THREADS,
         "temp_directory": ENV_TEMP_DIRECTORY,
     }
+    return _with_environment(cfg, names, "LOYALTY_DUCKDB_*")
+
+
+def _with_environment(cfg: Settings, names: dict[str, str], family: str) -> Settings:
+    """`cfg` with the fields named in `names` (field -> environment variable) taken from the
+    environment where set; a bad value is one line naming the variable."""
     given = {k: os.environ[v] for k, v in names.items() if os.environ.get(v)}
     if not given:
         return cfg
     try:
-        return DuckDBConfig.model_validate({**cfg.model_dump(), **given})
+        return type(cfg).model_validate({**cfg.model_dump(), **given})
     except ValidationError as exc:
         e = exc.errors()[0]
         field = str(e["loc"][0]) if e["loc"] else ""
-        where = names.get(field, "LOYALTY_DUCKDB_*")
+        where = names.get(field, family)
         msg = e["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{where}={given.get(field)!r}: {msg}") from None
 
@@ -87,3 +109,159 @@ def ibis_tables(con: duckdb.DuckDBPyConnection, names: list[str] | tuple[str, ..
 
     backend = ibis.duckdb.from_connection(con)
     return {name: backend.table(name) for name in names}
+
+
+# -- Spark ----------------------------------------------------------------------------------
+
+
+def spark_settings(cfg: SparkConfig) -> SparkConfig:
+    """The config's Spark settings with the environment's (LOYALTY_SPARK_*) applied: the
+    machine or the scheduler a job runs on says where Spark is, the task config what to do."""
+    names = {
+        "master": ENV_SPARK_MASTER,
+        "driver_memory": ENV_SPARK_DRIVER_MEMORY,
+        "executor_memory": ENV_SPARK_EXECUTOR_MEMORY,
+        "shuffle_partitions": ENV_SPARK_SHUFFLE_PARTITIONS,
+    }
+    return _with_environment(cfg, names, "LOYALTY_SPARK_*")
+
+
+def spark_preflight(cfg: SparkConfig) -> SparkConfig:
+    """The settings (environment applied) once the cheap checks pass: pyspark installed, a
+    Java runtime where Spark's launcher looks for one, a cluster master that answers.
+
+    Each failure is a one-line ConfigError, in a second rather than after a JVM start: a
+    missing `java` otherwise surfaces as "Java gateway process exited before sending its port
+    number", and an unreachable standalone master as a context that starts and is killed a
+    minute later ("All masters are unresponsive")."""
+    s = spark_settings(cfg)
+    try:
+        import pyspark  # noqa: F401
+    except ImportError:
+        raise ConfigError(
+            "the spark engine needs pyspark: pip install 'loyalty-model[spark]' (and Java 17)"
+        ) from None
+    _check_java()
+    _check_master(s.master)
+    return s
+
+
+def _check_java() -> None:
+    """Spark's launcher runs $JAVA_HOME/bin/java when JAVA_HOME is set, else `java` on PATH."""
+    home = os.environ.get("JAVA_HOME")
+    if home:
+        java = os.path.join(home, "bin", "java")
+        if not os.access(java, os.X_OK):
+            raise ConfigError(
+                f"the spark engine needs Java 17: JAVA_HOME={home} has no bin/java; "
+                "set JAVA_HOME to a JDK or unset it to use java on PATH"
+            )
+    elif shutil.which("java") is None:
+        raise ConfigError(
+            "the spark engine needs Java 17: no java on PATH and JAVA_HOME is not set; "
+            "install a JDK (e.g. apt-get install openjdk-17-jre-headless) or set JAVA_HOME"
+        )
+
+
+def _check_master(master: str, timeout: float = 5.0) -> None:
+    """A standalone (spark://h1:p1,h2:p2) or Kubernetes (k8s://https://host:port) master must
+    accept a TCP connection on one of its addresses; local and yarn have nothing to reach."""
+    if master.startswith("spark://"):
+        addresses = [_host_port(a, 7077) for a in master[len("spark://") :].split(",")]
+    elif master.startswith("k8s://"):
+        url = urlsplit(master[len("k8s://") :])
+        addresses = [(url.hostname or "", url.port or (80 if url.scheme == "http" else 443))]
+    else:
+        return
+    reasons = []
+    for host, port in addresses:
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except OSError as exc:
+            reasons.append(f"{host}:{port} ({exc.strerror or exc})")
+    raise ConfigError(f"spark.master {master}: cannot reach {', '.join(reasons)}")
+
+
+def _host_port(address: str, default: int) -> tuple[str, int]:
+    host, _, port = address.strip().rpartition(":")
+    if not host or not port.isdigit():
+        return address.strip(), default
+    return host, int(port)
+
+
+@contextlib.contextmanager
+def spark_session(cfg: SparkConfig) -> Iterator[SparkSession]:
+    """A Spark session of the config's (and environment's) settings, for one run.
+
+    Spark runs one context per process, and starting one costs 10-20 s. A context already
+    running here (a notebook's, a test session's) is reused as it is: its master must be the
+    one asked for, since a running JVM cannot move; its memory stays what it was started
+    with. A context this call starts, it stops at the end: whoever starts Spark stops it
+    (start one yourself to keep it across calls).
+
+    The run gets a session of its own over that context (`newSession`): its own temporary
+    views (the tables) and SQL settings — UTC as the session time zone, Arrow for pandas
+    transfers, the shuffle partitions, the spark.sql.* keys of `conf` — so it neither sees
+    nor changes the caller's session. On a local master the Python workers run this
+    interpreter (PYSPARK_PYTHON, when unset), which has this package and LightGBM installed;
+    on a cluster, PYSPARK_PYTHON must name a Python that has them on every node.
+    """
+    s = spark_preflight(cfg)
+    from pyspark.sql import SparkSession
+
+    from loyalty_model.compat import running_spark_context
+
+    running = running_spark_context()
+    if running is not None:
+        if running.master != s.master:
+            raise ConfigError(
+                f"spark.master {s.master}: this process already runs Spark on {running.master} "
+                "(one per process); use that master or stop the running session first"
+            )
+        base, started = SparkSession.builder.getOrCreate(), False
+    else:
+        if s.master.startswith("local"):
+            os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        builder = SparkSession.builder.master(s.master).appName(s.app_name)
+        for key, value in {**_static_conf(s), **_sql_conf(s)}.items():
+            builder = builder.config(key, value)
+        try:
+            base, started = builder.getOrCreate(), True
+        except Exception as exc:  # the JVM did not start: the message is Spark's first line
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ConfigError(f"cannot start Spark (spark.master {s.master}): {first}") from None
+    try:
+        session = base.newSession()
+        for key, value in _sql_conf(s).items():
+            session.conf.set(key, value)
+        yield session
+    finally:
+        if started:
+            base.stop()
+
+
+def _static_conf(s: SparkConfig) -> dict[str, str]:
+    """Settings fixed when the JVM starts (the builder passes them to it). Spark's console
+    progress bars and its WARN lines are off, as DuckDB's bar is: in a log they bury our
+    output (set spark.log.level=WARN in `conf` to see them)."""
+    fixed = {
+        "spark.driver.memory": s.driver_memory,
+        "spark.executor.memory": s.executor_memory,
+        "spark.ui.showConsoleProgress": "false",
+        "spark.log.level": "ERROR",
+    }
+    return fixed | {k: v for k, v in s.conf.items() if not k.startswith("spark.sql.")}
+
+
+def _sql_conf(s: SparkConfig) -> dict[str, str]:
+    """Settings of each session: the contract's timestamps are UTC instants; Arrow moves
+    columns between the JVM and pandas (and is what mapInPandas runs on); parquet timestamps
+    written as microseconds adjusted to UTC, the type the DuckDB engine writes."""
+    ours = {
+        "spark.sql.session.timeZone": "UTC",
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
+    }
+    return ours | {k: v for k, v in s.conf.items() if k.startswith("spark.sql.")}

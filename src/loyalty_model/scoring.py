@@ -26,13 +26,15 @@ from loyalty_model.features import FEATURE_VERSION, build_features
 from loyalty_model.intervals import AudienceAccumulator, pooled_variance
 from loyalty_model.model import LoyaltyModel
 from loyalty_model.spine import scoring_spine
+from loyalty_model.timing import timed
 
 if TYPE_CHECKING:
     from loyalty_model.tracking import ModelRef
 
 # 2.0: counts, costs and ranks on the full-audience scale; rank_cost and rank_rate replace
 # rank and rank_basis; sample fraction columns; currency in the manifest (CHANGELOG.md)
-OUTPUT_SCHEMA_VERSION = "2.0"
+# 2.1: the engine in the manifest; with the spark engine, follower_scores is a folder
+OUTPUT_SCHEMA_VERSION = "2.1"
 # below this many followers scored an audience's rate rests on a handful of people: the printed
 # ranking marks it (the interval says how much)
 THIN_SAMPLE = 30
@@ -165,38 +167,39 @@ def score(
     as_of: datetime,
     write: Callable[[pa.Table], None],
     on_batch: Callable[[int], None] = lambda n: None,
-) -> tuple[int, dict[str, AudienceAccumulator], float]:
-    """Score every batch, hand follower rows to `write`, accumulate audiences."""
-    import time
-
+    seconds: dict[str, float] | None = None,
+) -> tuple[int, dict[str, AudienceAccumulator]]:
+    """Score every batch, hand follower rows to `write`, accumulate audiences; the time of
+    each part (model, audience sums, write) is added to `seconds`."""
+    seconds = {} if seconds is None else seconds
     audiences: dict[str, AudienceAccumulator] = {}
     written = 0
-    t_pred = 0.0
     as_of_ts = pd.Timestamp(as_of)
     for frame in batches:
-        t0 = time.perf_counter()
-        p = model.predict_proba(frame)
-        t_pred += time.perf_counter() - t0
+        with timed(seconds, "model"):
+            p = model.predict_proba(frame)
         inf = frame["influencer_id"].to_numpy(dtype=object)
-        accumulate(audiences, [inf], p)
+        with timed(seconds, "audience sums"):
+            accumulate(audiences, [inf], p)
         n = len(frame)
-        write(
-            pa.table(
-                {
-                    "follower_id": pa.array(frame["follower_id"].astype(str), pa.string()),
-                    "influencer_id": pa.array(inf.astype(str), pa.string()),
-                    "brand_id": pa.array([brand_id] * n, pa.string()),
-                    "as_of": pa.array([as_of_ts] * n, pa.timestamp("us", tz="UTC")),
-                    "p_loyal": pa.array(p, pa.float64()),
-                    "model_name": pa.array([ref.name] * n, pa.string()),
-                    "model_version": pa.array([ref.version] * n, pa.string()),
-                },
-                schema=FOLLOWER_SCHEMA,
+        with timed(seconds, "write"):
+            write(
+                pa.table(
+                    {
+                        "follower_id": pa.array(frame["follower_id"].astype(str), pa.string()),
+                        "influencer_id": pa.array(inf.astype(str), pa.string()),
+                        "brand_id": pa.array([brand_id] * n, pa.string()),
+                        "as_of": pa.array([as_of_ts] * n, pa.timestamp("us", tz="UTC")),
+                        "p_loyal": pa.array(p, pa.float64()),
+                        "model_name": pa.array([ref.name] * n, pa.string()),
+                        "model_version": pa.array([ref.version] * n, pa.string()),
+                    },
+                    schema=FOLLOWER_SCHEMA,
+                )
             )
-        )
         written += n
         on_batch(n)
-    return written, audiences, t_pred
+    return written, audiences
 
 
 def accumulate(audiences: dict, keys: list[np.ndarray], p: np.ndarray) -> None:
@@ -353,8 +356,10 @@ def manifest(
     currency: str,
     dispersion: float,
     audiences: pd.DataFrame,
+    engine: str = "duckdb",
 ) -> dict:
-    """manifest.json of a prediction folder (docs/output_contract.md)."""
+    """manifest.json of a prediction folder (docs/output_contract.md); `engine`: the one that
+    built the features and scored the followers."""
     from dataclasses import asdict
 
     from loyalty_model import __version__
@@ -373,6 +378,7 @@ def manifest(
         "inputs": inputs,
         "rows_written": rows,
         "format": fmt,
+        "engine": engine,
         "currency": currency,
         "scale": "full_audience",
         "interval": INTERVAL,

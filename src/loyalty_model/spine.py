@@ -26,6 +26,7 @@ class TrainingSpine:
     campaigns_used: int
     campaigns_excluded: int  # label window not fully observed in the data
     data_end: datetime | None  # last event_ts in the data
+    rows_before_cap: int | None = None  # spine rows before cap_rows sampled them (None: not)
 
 
 def following_at(follows: ir.Table, ts: ir.Value) -> ir.BooleanValue:
@@ -126,6 +127,37 @@ def scoring_spine(
         brand_id=ibis.literal(brand_id),
         cutoff_ts=ibis.literal(as_of).cast("timestamp('UTC')"),
     ).distinct()
+
+
+def _md5(follower_id: ir.StringValue) -> ir.StringValue:
+    """A random-like, reproducible order of followers, the same on DuckDB and Spark (an
+    engine's own hash() differs between engines): the hex MD5 of the id."""
+    return follower_id.hexdigest("md5")
+
+
+def sample_followers(rows: ir.Table, fraction: float) -> ir.Table:
+    """The rows of about `fraction` of the followers: those whose MD5 (as a number in
+    [0, 1), compared as 8 hex digits) is below `fraction`."""
+    threshold = format(int(fraction * 16**8), "08x")
+    return rows.filter(_md5(rows.follower_id).substr(0, 8) < threshold)
+
+
+def cap_rows(rows: ir.Table, cap: int) -> tuple[ir.Table, int]:
+    """(rows, their count before sampling): at most about `cap` rows, every campaign keeping
+    the same share of its followers, ceil(share x its rows), so that no campaign vanishes and
+    the split by campaign start keeps its proportions; the followers kept are the first by
+    MD5 (see _md5)."""
+    n = int(rows.count().execute())
+    if n <= cap:
+        return rows, n
+    share = cap / n
+    per = rows.mutate(
+        _rank=ibis.row_number().over(  # 0, 1, ...
+            ibis.window(group_by=rows.campaign_id, order_by=[_md5(rows.follower_id)])
+        ),
+        _n=rows.count().over(ibis.window(group_by=rows.campaign_id)),
+    )
+    return per.filter(per._rank < (per._n * share).ceil()).drop("_rank", "_n"), n
 
 
 def split_bounds(starts: list[datetime], cfg: SplitConfig) -> tuple[datetime, datetime]:

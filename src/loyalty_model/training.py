@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
@@ -37,6 +36,7 @@ from loyalty_model.model import (
     fit_calibrator,
     fit_trees,
 )
+from loyalty_model.timing import timed
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
         },
         artifacts=artifacts,
         figures=figures,
-        tags={"champion_compared": champion_version or "none"},
+        tags={"champion_compared": champion_version or "none", "engine": cfg.data.engine},
     )
 
 
@@ -156,15 +156,32 @@ def audiences_against_scenarios(
 def build_training_frame(
     con: duckdb.DuckDBPyConnection, cfg: Config
 ) -> tuple[pd.DataFrame, spine.TrainingSpine]:
-    """Register and validate the tables, build the labelled spine and its features."""
+    """Register and validate the tables (on DuckDB), build the labelled spine and its
+    features on the config's engine. On Spark the frame is collected to this machine, where
+    LightGBM trains (on a sample, data.sample_fraction, when it would not fit)."""
     views = io.register_tables(con, cfg.data.dir)
-    tables = engines.ibis_tables(con, list(views))
     data_end = con.execute("SELECT max(event_ts) FROM events").fetchall()[0][0]
+    if cfg.data.engine == "spark":
+        from loyalty_model import spark
+
+        with engines.spark_session(cfg.spark) as session:
+            tables = spark.spark_tables(session, cfg.data.dir)
+            return _training_frame(tables, cfg, data_end)
+    return _training_frame(engines.ibis_tables(con, list(views)), cfg, data_end)
+
+
+def _training_frame(
+    tables: dict, cfg: Config, data_end: datetime | None
+) -> tuple[pd.DataFrame, spine.TrainingSpine]:
     sp = spine.training_spine(tables, cfg.label, data_end)
     rows = sp.rows
     if cfg.data.sample_fraction < 1:
-        bucket = rows.follower_id.hash().abs() % 10_000
-        rows = rows.filter(bucket < int(cfg.data.sample_fraction * 10_000))
+        rows = spine.sample_followers(rows, cfg.data.sample_fraction)
+    if cfg.data.max_training_rows is not None:
+        rows, before = spine.cap_rows(rows, cfg.data.max_training_rows)
+        if before > cfg.data.max_training_rows:
+            log.info("training rows capped: about %d of %d", cfg.data.max_training_rows, before)
+            sp = replace(sp, rows_before_cap=before)
     expr = features.build_features(rows, tables, cfg.features, cfg.label)
     frame = expr.to_pyarrow().to_pandas()
     frame = frame.sort_values(["cutoff_ts", "campaign_id", "follower_id"]).reset_index(drop=True)
@@ -172,16 +189,6 @@ def build_training_frame(
 
 
 Stage = Callable[[str], None]  # told what training is doing now, in words
-
-
-@contextlib.contextmanager
-def _timed(seconds: dict[str, float], key: str) -> Iterator[None]:
-    """Record the wall time of the block as seconds[key]."""
-    t0 = time.perf_counter()
-    try:
-        yield
-    finally:
-        seconds[key] = time.perf_counter() - t0
 
 
 def fit_and_evaluate(
@@ -199,8 +206,8 @@ def _fit_and_evaluate(
 ) -> TrainingOutcome:
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
-    stage("building point-in-time features")
-    with _timed(timings, "feature_seconds"):
+    stage(f"building point-in-time features on {cfg.data.engine}")
+    with timed(timings, "feature_seconds"):
         frame, sp = build_training_frame(con, cfg)
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
@@ -210,23 +217,23 @@ def _fit_and_evaluate(
         )
     parts, (v_from, t_from) = split(frame, cfg)
     spec = spec_of(parts["train"], cfg)
-    with _timed(timings, "fit_seconds"):
+    with timed(timings, "fit_seconds"):
         model, valid_p, fit_info = fit_and_calibrate(
             parts["train"], parts["valid"], spec, cfg.model, stage
         )
     stage("evaluating on the test campaigns, with the baselines")
-    with _timed(timings, "evaluation_seconds"):
+    with timed(timings, "evaluation_seconds"):
         truth = io.read_ground_truth(cfg.data.dir)
         evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
     metrics = dict(evaluation.metrics)
     truth_audiences = io.read_truth_audiences(cfg.data.dir)
     check = None
-    with _timed(timings, "truth_check_seconds"):
+    with timed(timings, "truth_check_seconds"):
         if truth_audiences is not None:
             stage("scoring the simulator's scenarios against their ground truth")
             check = audiences_against_scenarios(con, model, truth_audiences)
             metrics.update(check.metrics())
-    with _timed(timings, "champion_seconds"):
+    with timed(timings, "champion_seconds"):
         if champion is not None:
             stage("scoring the champion on the same test rows")
             test = _rows_for(champion, parts["test"], con, cfg)
@@ -241,6 +248,8 @@ def _fit_and_evaluate(
         sizes[f"{name}_campaigns"] = float(part["campaign_id"].nunique())
         sizes[f"{name}_base_rate"] = float(part["label"].mean())
     sizes["campaigns_excluded_open_window"] = float(sp.campaigns_excluded)
+    if sp.rows_before_cap is not None:  # data.max_training_rows sampled the spine
+        sizes["spine_rows_before_cap"] = float(sp.rows_before_cap)
     sizes["events"] = float(n_events)
     t_features = timings["feature_seconds"]
     timings |= {
@@ -316,7 +325,7 @@ def fit_and_calibrate(
     """
     seconds: dict[str, float] = {}  # LightGBM's own work: the three fits (and fold predictions)
     stage(f"fitting LightGBM on {len(train):,} rows, early stopping on {len(valid):,}")
-    with _timed(seconds, "early_stopping_fit_seconds"):
+    with timed(seconds, "early_stopping_fit_seconds"):
         first = fit(train, valid, spec, cfg)
     trees = int(first.booster.best_iteration or first.booster.num_trees())
     both = pd.concat([train, valid], ignore_index=True)
@@ -329,7 +338,7 @@ def fit_and_calibrate(
         folds_done += 1
         stage(f"cross-fitting: {folds_done} of {cfg.calibration_folds} folds done")
 
-    with _timed(seconds, "cross_fit_seconds"):
+    with timed(seconds, "cross_fit_seconds"):
         oof = cross_fit(both, spec, cfg, trees, waves(both), cfg.calibration_folds, fold_done)
     stage("calibrating")
     calibrator, scores = fit_calibrator(y, oof, seed=cfg.seed)
@@ -339,7 +348,7 @@ def fit_and_calibrate(
     calibrator = replace(calibrator, audience_dispersion=disp, audience_spread=spread)
     final_trees = max(1, round(trees * len(both) / max(len(train), 1)))
     stage(f"refitting on train and valid ({len(both):,} rows, {final_trees} trees)")
-    with _timed(seconds, "refit_seconds"):
+    with timed(seconds, "refit_seconds"):
         model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
     info = {
         **seconds,

@@ -50,6 +50,13 @@ def test_predict_returns_what_it_wrote(tiny_trained, tiny_world, tiny_config, tm
         pd.read_parquet(result.files["audience_scores"]), result.audiences, check_dtype=False
     )
     assert result.truth is not None and -1 <= result.truth["spearman_cost"] <= 1
+    # where the time went: every stage, in the order they ran, adding up to at most the whole
+    stages = list(result.stage_seconds)
+    assert stages[:3] == ["read and validate", "load model", "features"]
+    assert {"model", "write", "audience intervals", "truth check"} <= set(stages)
+    assert all(v >= 0 for v in result.stage_seconds.values())
+    assert 0 < sum(result.stage_seconds.values()) <= result.seconds
+    assert result.model_seconds == result.stage_seconds["model"] > 0
 
 
 def test_predict_uses_the_configs_registry(tiny_trained, tiny_world, tmp_path):

@@ -153,8 +153,8 @@ def test_manifest(scored, trained):
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["name"] == "audience-loyalty" and m["model"]["version"] == "1"
     assert m["model"]["run_id"] and m["model"]["uri"] == "models:/audience-loyalty@champion"
-    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.0"
-    assert m["currency"] == "USD" and m["scale"] == "full_audience"
+    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.1"
+    assert m["currency"] == "USD" and m["scale"] == "full_audience" and m["engine"] == "duckdb"
     aud = m["audiences"]
     assert aud["influencers"] == 12 and aud["sample_fraction_declared"] == 12
     ev = m["inputs"]["events"]

@@ -42,7 +42,7 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
     stages = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
     assert stages[:2] == [
         "opening the tracking store, loading the champion",
-        "building point-in-time features",
+        "building point-in-time features on duckdb",
     ]
     assert "cross-fitting: 5 of 5 folds done" in stages
     assert stages[-1] == "logging the run and registering the model"
@@ -55,6 +55,7 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
     for key in ("test_roc_auc", "test_pr_auc", "test_log_loss", "valid_roc_auc", "train_rows"):
         assert key in run.data.metrics, key
     assert run.data.params["label.horizon_days"] == "90"
+    assert run.data.params["data.engine"] == run.data.tags["engine"] == "duckdb"
     arts = {a.path for a in client.list_artifacts(mv.run_id)}
     assert {
         "config.yaml",

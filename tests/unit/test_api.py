@@ -19,7 +19,8 @@ SRC = Path(lm.__file__).parent
 def test_import_loads_nothing_heavy():
     code = (
         "import sys, loyalty_model as lm; lm.__all__; "
-        "heavy = ('pandas', 'numpy', 'mlflow', 'lightgbm', 'duckdb', 'ibis', 'pydantic'); "
+        "heavy = ('pandas', 'numpy', 'mlflow', 'lightgbm', 'duckdb', 'ibis', 'pydantic', "
+        "'pyspark'); "
         "print(','.join(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

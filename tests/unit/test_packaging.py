@@ -12,16 +12,20 @@ SRC = Path(lm.__file__).parent
 
 
 def _declared_and_imported() -> tuple[set[str], dict[str, set[str]]]:
-    """Distributions pyproject declares; for each third-party module src/ imports, the
-    distributions that provide it."""
+    """Distributions pyproject declares (the core and the extras but dev); for each
+    third-party module src/ imports, the distributions that provide it."""
     import re
     import tomllib
     from importlib.metadata import packages_distributions
 
     pyproject = tomllib.loads((SRC.parents[1] / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    # the core and the extras the code imports lazily (spark); dev holds tools, not imports
+    optional = project["optional-dependencies"]
+    extras = [d for name, ds in optional.items() if name != "dev" for d in ds]
     declared = {
         re.split(r"[<>=!\[ ;]", d, maxsplit=1)[0].lower()
-        for d in pyproject["project"]["dependencies"]
+        for d in [*project["dependencies"], *extras]
     }
     top: set[str] = set()
     for path in SRC.rglob("*.py"):
