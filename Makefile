@@ -10,7 +10,8 @@ DEMO_DIR ?= demo_out
 PRESET ?= small
 SEED ?= 7
 BRAND ?= b0004
-BENCH_PRESETS ?= small
+BENCH_PRESETS ?= small,medium
+BENCH_ENGINES ?= duckdb,spark
 
 .PHONY: help setup demo test lint format bench docs clean
 
@@ -34,8 +35,8 @@ demo: setup ## Simulate `small`, validate, train + register a model, predict for
 test: setup ## Run the whole test suite
 	$(BIN)/pytest
 
-bench: setup ## Benchmarks as ratios to raw baselines (BENCH_PRESETS=small,medium for more)
-	$(BIN)/python benchmarks/bench.py --presets $(BENCH_PRESETS)
+bench: setup ## Benchmarks as ratios to raw baselines, both engines (bench/results.json)
+	$(BIN)/python benchmarks/bench.py --presets $(BENCH_PRESETS) --engines $(BENCH_ENGINES)
 
 lint: setup ## Ruff lint and format check
 	$(BIN)/ruff check src tests benchmarks

@@ -1,7 +1,9 @@
-"""The range-join feature build features.py used before its window-function engine
-(FEATURE_VERSION 2, commit 3994dea): each spine row joins every earlier daily row of its key.
-Straightforward and slow; kept as the reference that the fast build must equal exactly
-(tests/unit/test_feature_parity.py)."""
+"""The feature build as it was at commit 3994dea (FEATURE_VERSION 2), before it was optimised:
+each spine row joins every earlier daily row of its key, and the daily rows come from two
+aggregations (per post, then per day). Straightforward; kept, with its own daily_events, as
+the reference the optimised build must equal bit for bit (tests/unit/test_feature_parity.py).
+Only campaign_outcomes, purchase_days, _past_rates and _tier come from the package (unchanged
+since)."""
 
 from __future__ import annotations
 
@@ -16,10 +18,21 @@ from loyalty_model.features import (
     _past_rates,
     _tier,
     campaign_outcomes,
-    daily_events,
     purchase_days,
 )
 from loyalty_model.spine import following_at
+
+
+def daily_events(events: ir.Table) -> ir.Table:
+    """One row per (follower, influencer, brand, day): counts per type, amount in cents and
+    distinct posts, in two steps (per post, then per day)."""
+    e = events.mutate(day=_daynum(events.event_ts))
+    keys = ["follower_id", "influencer_id", "brand_id", "day"]
+    aggs = {f"n_{t}": (e.event_type == t).sum().cast("int64") for t in (*ENGAGEMENT, "purchase")}
+    aggs["amount_cents"] = (e.amount * 100).round().cast("int64").sum()
+    per_post = e.group_by([*keys, "post_id"]).aggregate(**aggs)
+    sums = {c: per_post[c].sum().cast("int64") for c in aggs}
+    return per_post.group_by(keys).aggregate(**sums, posts=per_post.post_id.count().cast("int64"))
 
 
 def _in_window(day: ir.IntegerValue, cut: ir.IntegerValue, w: int | None) -> ir.BooleanValue:

@@ -299,7 +299,6 @@ def predict(
         written,
         seconds=time.perf_counter() - t0,
         truth=None if check is None else check.metrics,
-        model_seconds=seconds.get("model", seconds.get("model (summed over tasks)", 0.0)),
         stage_seconds=MappingProxyType(seconds),
     )
 
@@ -342,8 +341,11 @@ def _write_predictions(
 
     brand, as_of = request.brand_id, request.as_of
     named = None if request.all_influencers else list(request.influencer_ids)
-    # the spine's size on DuckDB, whatever the engine: the same rows, a fraction of a second
-    total = int(scoring_spine(tables, brand, as_of, named).count().execute())
+    engine = cfg.data.engine
+    total = None  # followers to score, for progress: Spark reports once, at the end
+    if engine == "duckdb" and progress is not None:
+        with timed(seconds, "count followers"):
+            total = int(scoring_spine(tables, brand, as_of, named).count().execute())
     influencer_rows = con.execute("SELECT * FROM influencers").df()
     done = 0
 
@@ -351,10 +353,9 @@ def _write_predictions(
         nonlocal done
         done += n
         if progress is not None:
-            progress(done, total)
+            progress(done, done if total is None else total)
 
     cal = model.calibrator
-    engine = cfg.data.engine
     files = {
         "follower_scores": out / f"follower_scores.{fmt}",
         "audience_scores": out / f"audience_scores.{fmt}",
@@ -366,12 +367,10 @@ def _write_predictions(
 
             files["follower_scores"] = out / FOLLOWER_FOLDER
             folder = tmp / FOLLOWER_FOLDER
-            # features, model, follower file and audience sums all run in Spark's jobs
-            with timed(seconds, "spark: features, model, write, audience sums"):
-                n_followers, accumulated, t_model = _score_on_spark(
-                    cfg, data_dir, request, model, model_ref, folder, fmt, batch_rows, on_batch
-                )
-            seconds["model (summed over tasks)"] = t_model
+            n_followers, accumulated, t_model = _score_on_spark(
+                cfg, data_dir, request, model, model_ref, folder, fmt, batch_rows, seconds
+            )
+            on_batch(n_followers)
         else:
             path = tmp / files["follower_scores"].name
             writer = io.TableWriter(path, scoring.FOLLOWER_SCHEMA, fmt)
@@ -389,6 +388,7 @@ def _write_predictions(
             )
             with timed(seconds, "write"):
                 writer.close()
+            t_model = seconds["model"]
         with timed(seconds, "audience intervals"):
             aud = scoring.audience_scores(
                 accumulated,
@@ -422,6 +422,7 @@ def _write_predictions(
         rows=MappingProxyType(rows),
         manifest=MappingProxyType(manifest),
         audiences=aud,
+        model_seconds=t_model,
     )
 
 
@@ -434,16 +435,21 @@ def _score_on_spark(
     folder: Path,
     fmt: str,
     batch_rows: int,
-    on_batch: Callable[[int], None],
+    seconds: dict[str, float],
 ) -> tuple[int, dict, float]:
-    """The follower scores written by Spark's executors into `folder`; the audiences' sums.
-    Progress is told once, at the end: the executors do not report batches to the driver."""
+    """The follower scores written by Spark's executors into `folder`; the audiences' sums;
+    the executors' seconds in the model, summed over tasks. Starting Spark and reading the
+    tables is a stage of its own; features, model, follower file and audience sums are one,
+    since they run in the same Spark jobs."""
     from loyalty_model import engines, spark
 
-    with engines.spark_session(cfg.spark) as session:
-        tables = spark.spark_tables(session, data_dir)
-        scores = spark.score_on_spark(
-            session, tables, request, model, model_ref, folder, fmt, batch_rows
-        )
-    on_batch(scores.rows)
+    with contextlib.ExitStack() as stack:
+        with timed(seconds, "spark start"):
+            session = stack.enter_context(engines.spark_session(cfg.spark))
+            tables = spark.spark_tables(session, data_dir)
+        work = "spark: features, model, write, audience sums"  # the same Spark jobs
+        with timed(seconds, work), engines.spark_job("scoring the followers"):
+            scores = spark.score_on_spark(
+                session, tables, request, model, model_ref, folder, fmt, batch_rows
+            )
     return scores.rows, scores.audiences, scores.model_seconds

@@ -18,7 +18,7 @@ import duckdb
 from pydantic import ValidationError
 
 from loyalty_model.config import DuckDBConfig, SparkConfig
-from loyalty_model.errors import ConfigError
+from loyalty_model.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -265,3 +265,19 @@ def _sql_conf(s: SparkConfig) -> dict[str, str]:
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
     return ours | {k: v for k, v in s.conf.items() if k.startswith("spark.sql.")}
+
+
+@contextlib.contextmanager
+def spark_job(what: str) -> Iterator[None]:
+    """A Spark job that fails (an executor out of memory, a disk full, a value Spark cannot
+    cast, a worker without a package) as one line naming what was running, rather than a
+    Java stack trace: a DataError, exit 2."""
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (Py4JJavaError, PySparkException) as exc:
+        text = str(getattr(exc, "java_exception", None) or exc).strip()
+        first = text.splitlines()[0][:300] if text else type(exc).__name__
+        raise DataError(f"spark: {what} failed: {first}") from exc

@@ -2,8 +2,9 @@
 
 Point-in-time rule: a feature of a spine row uses only events of UTC days strictly before the
 day of its `cutoff_ts` — a subset of the events with `event_ts < cutoff_ts`, so no event at or
-after the cutoff can ever contribute. Events are first reduced to daily counts per
-(follower, influencer, brand, day); every window is then a range condition on day numbers.
+after the cutoff can ever contribute. Events are first reduced to counts per (follower,
+influencer, brand, day, post) (daily_events); every window is then a range condition on day
+numbers, and each spine row joins the earlier rows of its key (a range join per cutoff).
 
 Families (names carry the window in days, e.g. `fi_like_30d`):
   fi_*   follower x influencer engagement, depth, recency, follow tenure, share of attention

@@ -166,7 +166,8 @@ def build_training_frame(
 
         with engines.spark_session(cfg.spark) as session:
             tables = spark.spark_tables(session, cfg.data.dir)
-            return _training_frame(tables, cfg, data_end)
+            with engines.spark_job("building the training features"):
+                return _training_frame(tables, cfg, data_end)
     return _training_frame(engines.ibis_tables(con, list(views)), cfg, data_end)
 
 

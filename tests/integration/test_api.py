@@ -52,7 +52,7 @@ def test_predict_returns_what_it_wrote(tiny_trained, tiny_world, tiny_config, tm
     assert result.truth is not None and -1 <= result.truth["spearman_cost"] <= 1
     # where the time went: every stage, in the order they ran, adding up to at most the whole
     stages = list(result.stage_seconds)
-    assert stages[:3] == ["read and validate", "load model", "features"]
+    assert stages[:4] == ["read and validate", "load model", "count followers", "features"]
     assert {"model", "write", "audience intervals", "truth check"} <= set(stages)
     assert all(v >= 0 for v in result.stage_seconds.values())
     assert 0 < sum(result.stage_seconds.values()) <= result.seconds

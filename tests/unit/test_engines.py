@@ -155,3 +155,16 @@ def test_the_spark_engine_modules_import_without_pyspark():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_a_failing_spark_job_is_one_line():
+    pytest.importorskip("pyspark")
+    from pyspark.errors import PySparkException
+
+    from loyalty_model.errors import DataError
+
+    with pytest.raises(DataError) as info, engines.spark_job("scoring the followers"):
+        raise PySparkException(message="[CAST_INVALID_INPUT] 'abc' cannot be cast\nstack...")
+    assert str(info.value) == (
+        "spark: scoring the followers failed: [CAST_INVALID_INPUT] 'abc' cannot be cast"
+    )

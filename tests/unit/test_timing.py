@@ -37,4 +37,4 @@ def test_timed_iter_charges_the_source_not_the_consumer():
         time.sleep(0.1)  # the consumer's own time is not the source's
         got.append(item)
     assert got == [0, 1, 2]
-    assert 0.03 <= seconds["produce"] < 0.25  # consumer time included would be >= 0.33
+    assert 0.03 <= seconds["produce"] < 0.3  # consumer time included would be >= 0.33
