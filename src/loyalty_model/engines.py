@@ -18,7 +18,7 @@ import duckdb
 from pydantic import ValidationError
 
 from loyalty_model.config import DuckDBConfig, SparkConfig
-from loyalty_model.errors import ConfigError, DataError
+from loyalty_model.errors import ConfigError, DataError, OutputError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -100,7 +100,22 @@ def duckdb_session(cfg: DuckDBConfig) -> Iterator[duckdb.DuckDBPyConnection]:
             first = str(exc).strip().splitlines()[0]
             raise ConfigError(f"duckdb settings {s.model_dump(mode='json')}: {first}") from None
         stack.callback(con.close)
-        yield con
+        try:
+            yield con
+        except duckdb.OutOfMemoryException as exc:
+            raise ConfigError(
+                f"DuckDB ran out of memory (duckdb.memory_limit {s.memory_limit}): {_line(exc)}"
+            ) from exc
+        except duckdb.IOException as exc:  # most often a full disk under the spill folder
+            raise OutputError(
+                f"DuckDB: {_line(exc)} (spill folder {spill}: set duckdb.temp_directory to a "
+                "disk with room, or raise duckdb.memory_limit)"
+            ) from exc
+
+
+def _line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's message as one line (DuckDB's wrap across lines)."""
+    return " ".join(str(exc).split())[:limit]
 
 
 def ibis_tables(con: duckdb.DuckDBPyConnection, names: list[str] | tuple[str, ...]) -> dict:

@@ -176,10 +176,12 @@ def _training_frame(
 ) -> tuple[pd.DataFrame, spine.TrainingSpine]:
     sp = spine.training_spine(tables, cfg.label, data_end)
     rows = sp.rows
+    unlabelled = sp.unlabelled
     if cfg.data.sample_fraction < 1:
         rows = spine.sample_followers(rows, cfg.data.sample_fraction)
+        unlabelled = spine.sample_followers(unlabelled, cfg.data.sample_fraction)
     if cfg.data.max_training_rows is not None:
-        rows, before = spine.cap_rows(rows, cfg.data.max_training_rows)
+        rows, before = spine.cap_rows(rows, cfg.data.max_training_rows, counted=unlabelled)
         if before > cfg.data.max_training_rows:
             log.info("training rows capped: about %d of %d", cfg.data.max_training_rows, before)
             sp = replace(sp, rows_before_cap=before)

@@ -168,3 +168,19 @@ def test_a_failing_spark_job_is_one_line():
     assert str(info.value) == (
         "spark: scoring the followers failed: [CAST_INVALID_INPUT] 'abc' cannot be cast"
     )
+
+
+def test_a_full_spill_disk_is_one_line(tmp_path):
+    """DuckDB's IO errors while a session runs (a full disk under the spill folder) are an
+    OutputError of one line that says where it spills and what to change."""
+    import duckdb
+
+    from loyalty_model.config import DuckDBConfig
+    from loyalty_model.errors import OutputError
+
+    cfg = DuckDBConfig(temp_directory=str(tmp_path))
+    with pytest.raises(OutputError) as info, engines.duckdb_session(cfg):
+        raise duckdb.IOException('IO Error: Could not write file "x.tmp": No space\nleft on device')
+    msg = str(info.value)
+    assert "\n" not in msg and "No space left on device" in msg
+    assert str(tmp_path) in msg and "duckdb.temp_directory" in msg
