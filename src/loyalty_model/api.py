@@ -375,6 +375,7 @@ def _write_predictions(
             path = tmp / files["follower_scores"].name
             writer = io.TableWriter(path, scoring.FOLLOWER_SCHEMA, fmt)
             batches = scoring.feature_batches(con, tables, brand, as_of, named, model, batch_rows)
+            # every stage present, in order, even when there is no batch at all
             seconds.update(features=0.0, model=0.0, **{"audience sums": 0.0, "write": 0.0})
             n_followers, accumulated = scoring.score(
                 timed_iter(batches, seconds, "features"),

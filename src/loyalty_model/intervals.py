@@ -155,6 +155,12 @@ class AudienceAccumulator:
         else:
             self.ps, self.kept = [], EXACT_MAX + 1  # too large: approximate
 
+    @classmethod
+    def from_sums(cls, n: int, m1: float, m2: float, m3: float) -> AudienceAccumulator:
+        """An audience known only by its sums (computed elsewhere, e.g. by Spark): too large
+        for the exact interval, as `add` marks one that outgrew EXACT_MAX."""
+        return cls(int(n), float(m1), float(m2), float(m3), [], EXACT_MAX + 1)
+
     @property
     def rate(self) -> float:
         return self.m1 / self.n if self.n else float("nan")

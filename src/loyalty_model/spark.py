@@ -235,11 +235,10 @@ def _audiences(session: SparkSession, scored: DataFrame) -> dict[str, AudienceAc
         kept = {k: g["p_loyal"].to_numpy() for k, g in rows.groupby("influencer_id", sort=False)}
     audiences = {}
     for r in sums.itertuples(index=False):
-        a = AudienceAccumulator()
         if r.influencer_id in kept:  # as the DuckDB engine builds it: from the probabilities
+            a = AudienceAccumulator()
             a.add(kept[r.influencer_id])
         else:  # too large for the exact interval: the sums are all it needs
-            a.n, a.m1, a.m2, a.m3 = int(r.n), float(r.m1), float(r.m2), float(r.m3)
-            a.kept = EXACT_MAX + 1
+            a = AudienceAccumulator.from_sums(r.n, r.m1, r.m2, r.m3)
         audiences[r.influencer_id] = a
     return audiences

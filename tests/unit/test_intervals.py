@@ -178,3 +178,16 @@ def test_pooled_variance_weights_audiences_by_degrees_of_freedom():
     ss = 0.02 + 4 * 0.15**2
     assert intervals.pooled_variance([a, b, c]) == pytest.approx(ss / (1 + 3))
     assert intervals.pooled_variance([c]) is None
+
+
+def test_an_audience_from_its_sums_equals_one_that_outgrew_the_exact_interval():
+    """Spark hands over only the sums of large audiences: the accumulator they make must be
+    the one `add` leaves when an audience passes EXACT_MAX."""
+    p = np.random.default_rng(0).uniform(0, 0.1, intervals.EXACT_MAX + 10)
+    streamed = intervals.AudienceAccumulator()
+    streamed.add(p[:100])
+    streamed.add(p[100:])
+    sums = (streamed.n, streamed.m1, streamed.m2, streamed.m3)
+    summed = intervals.AudienceAccumulator.from_sums(*sums)
+    assert summed == streamed
+    assert summed.interval(0.1) == streamed.interval(0.1)
