@@ -136,6 +136,19 @@ def _truth_section(result: TrainingOutcome) -> str:
         ]
     ).astype({"priced_influencers": int, "top10_overlap_cost": int, "top20_overlap_cost": int})
     per = per.astype({"top20_overlap_rate": int, "top20_overlap_cost_per_follower": int})
+    sc = check.scenarios
+    sampled = ""
+    if (
+        "influencers_scored" in sc
+        and (sc["influencers_scored"] < sc["influencers_in_scenario"]).any()
+    ):
+        sampled = (
+            f"\nA scenario with more followers than `evaluation.truth_max_followers` was scored on "
+            f"a reproducible sample of whole audiences: {int(sc['influencers_scored'].sum()):,} of "
+            f"{int(sc['influencers_in_scenario'].sum()):,} influencers over the scenarios "
+            f"({int(sc['followers_scored'].sum()):,} followers); rankings and top-k overlaps are "
+            "among the sampled influencers.\n"
+        )
     tiers = (
         check.tiers.drop(columns="scenario_id")
         .groupby("tier", sort=False)
@@ -161,7 +174,7 @@ predicted 10 / 20 best (by cost; by loyal rate). The last two columns are the fl
 by price per follower, which knows nothing about loyalty. The truth is over the followers in the
 data, so it cannot show what carrying a thin sample's rate over to a whole audience costs
 (`benchmarks/audience_truth.py` gives more).
-
+{sampled}
 {table_md(per)}
 
 Per tier, the mean over the scenarios of: the mean predicted and true loyal rate, and the median

@@ -269,6 +269,18 @@ class SparkConfig(_Section):
         return value.strip().lower()
 
 
+class EvaluationConfig(_Section):
+    truth_max_followers: int = Field(
+        300_000,
+        ge=0,
+        description=(
+            "simulated data only: followers scored per scenario of train's check against the "
+            "ground truth; above it a reproducible sample of influencers (MD5 order) is "
+            "scored, the whole audience of each; 0 skips the check"
+        ),
+    )
+
+
 class GateConfig(_Section):
     metric: str = Field(
         "test_pr_auc", description="test metric the challenger must improve over the champion"
@@ -296,6 +308,9 @@ class Config(_Section):
     model: ModelConfig = Field(ModelConfig(), description="LightGBM classifier and calibration")
     tracking: TrackingConfig = Field(
         TrackingConfig(), description="MLflow experiment and model registry"
+    )
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(), description="evaluation after training"
     )
     duckdb: DuckDBConfig = Field(
         DuckDBConfig(), description="the embedded engine's memory, threads and spill folder"

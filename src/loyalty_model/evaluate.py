@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -336,6 +337,19 @@ def scenarios_of(truth: pd.DataFrame) -> list[tuple[str, str, pd.Timestamp]]:
     """(scenario_id, brand_id, as_of) of each scenario in ground_truth_audiences."""
     s = truth[["scenario_id", "brand_id", "as_of"]].drop_duplicates().sort_values("scenario_id")
     return [(r.scenario_id, r.brand_id, r.as_of) for r in s.itertuples()]
+
+
+def truth_sample(truth: pd.DataFrame, max_followers: int) -> list[str] | None:
+    """The influencers of one scenario's truth to score: None (all) when their followers in
+    the data fit in `max_followers`; else a reproducible sample, in the MD5 order of the id,
+    of whole audiences whose followers fit (at least one influencer)."""
+    if truth["followers_in_data"].sum() <= max_followers:
+        return None
+    digest = truth["influencer_id"].map(lambda i: hashlib.md5(str(i).encode()).hexdigest())
+    order = truth.assign(_digest=digest).sort_values("_digest", kind="stable")
+    keep = (order["followers_in_data"].cumsum() <= max_followers).to_numpy(copy=True)
+    keep[0] = True
+    return sorted(order["influencer_id"][keep])
 
 
 def truth_of_request(truth: pd.DataFrame | None, brand_id: str, as_of) -> pd.DataFrame | None:

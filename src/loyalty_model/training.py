@@ -23,6 +23,7 @@ from loyalty_model.evaluate import (
     evaluate_model,
     scenarios_of,
     tier_names,
+    truth_sample,
 )
 from loyalty_model.features import FeatureSpec
 from loyalty_model.gate import CHAMPION_PREFIX
@@ -74,9 +75,12 @@ class TruthCheck:
             "top20_overlap_cost_per_follower",
         ]
         means = self.scenarios[cols].mean()
-        return {"truth_scenarios": float(len(self.scenarios))} | {
-            f"truth_{k}": float(v) for k, v in means.items()
-        }
+        sums = self.scenarios.reindex(columns=["influencers_scored", "followers_scored"]).sum()
+        return (
+            {"truth_scenarios": float(len(self.scenarios))}
+            | {f"truth_{k}": float(v) for k, v in means.items()}
+            | {f"truth_{k}": float(v) for k, v in sums.items()}
+        )
 
 
 @dataclass(frozen=True)
@@ -137,18 +141,38 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
 
 
 def audiences_against_scenarios(
-    con: duckdb.DuckDBPyConnection, model: LoyaltyModel, truth: pd.DataFrame
+    con: duckdb.DuckDBPyConnection,
+    model: LoyaltyModel,
+    truth: pd.DataFrame,
+    max_followers: int | None = None,
 ) -> TruthCheck:
-    """Score every audience of each scoring scenario the simulator knows the truth of, and
-    compare (evaluate.audiences_against_truth)."""
+    """Score the audiences of each scoring scenario the simulator knows the truth of, and
+    compare (evaluate.audiences_against_truth): every audience, or a reproducible sample of
+    whole audiences when a scenario has more than `max_followers` followers in the data
+    (evaluate.truth_sample), so that the check stays affordable on worlds like `large`."""
     tables = engines.ibis_tables(con, list(TABLES))
     scenarios = scenarios_of(truth)
-    requests = [(brand, as_of.to_pydatetime()) for _, brand, as_of in scenarios]
+    per = {sid: truth[truth["scenario_id"] == sid] for sid, _, _ in scenarios}
+    chosen = {
+        sid: None if max_followers is None else truth_sample(t, max_followers)
+        for sid, t in per.items()
+    }
+    requests = [(brand, as_of.to_pydatetime(), chosen[sid]) for sid, brand, as_of in scenarios]
     predicted = scoring.audiences_for(con, tables, requests, model)
     rows, tiers = [], []
     for (sid, brand, as_of), aud in zip(scenarios, predicted, strict=True):
-        r = audiences_against_truth(aud, truth[truth["scenario_id"] == sid])
-        rows.append({"scenario_id": sid, "brand_id": brand, "as_of": as_of, **r.metrics})
+        t = (
+            per[sid]
+            if chosen[sid] is None
+            else per[sid][per[sid]["influencer_id"].isin(chosen[sid])]
+        )
+        r = audiences_against_truth(aud, t)
+        scored = {
+            "influencers_scored": float(len(t)),
+            "influencers_in_scenario": float(len(per[sid])),
+            "followers_scored": float(t["followers_in_data"].sum()),
+        }
+        rows.append({"scenario_id": sid, "brand_id": brand, "as_of": as_of, **r.metrics, **scored})
         tiers.append(r.tiers.assign(scenario_id=sid))
     return TruthCheck(pd.DataFrame(rows), pd.concat(tiers, ignore_index=True), predicted)
 
@@ -232,9 +256,11 @@ def _fit_and_evaluate(
     truth_audiences = io.read_truth_audiences(cfg.data.dir)
     check = None
     with timed(timings, "truth_check_seconds"):
-        if truth_audiences is not None:
+        if truth_audiences is not None and cfg.evaluation.truth_max_followers > 0:
             stage("scoring the simulator's scenarios against their ground truth")
-            check = audiences_against_scenarios(con, model, truth_audiences)
+            check = audiences_against_scenarios(
+                con, model, truth_audiences, cfg.evaluation.truth_max_followers
+            )
             metrics.update(check.metrics())
     with timed(timings, "champion_seconds"):
         if champion is not None:

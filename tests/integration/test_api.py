@@ -65,3 +65,35 @@ def test_predict_uses_the_configs_registry(tiny_trained, tiny_world, tmp_path):
     with pytest.raises(lm.ModelError, match="cannot load model"):
         lm.predict(tiny_world, "b0001", tmp_path / "out", config=empty)
     assert not (tmp_path / "out").exists()
+
+
+def test_the_truth_check_scores_a_sample_of_whole_audiences(tiny_trained, tiny_world, tiny_config):
+    """Above evaluation.truth_max_followers a scenario is scored on a reproducible sample of
+    whole audiences, each scored exactly as in the full check; the model card says so."""
+    from dataclasses import replace
+
+    from loyalty_model import engines, io
+    from loyalty_model.card import model_card
+    from loyalty_model.training import audiences_against_scenarios
+
+    full = tiny_trained.outcome.truth
+    assert (full.scenarios.influencers_scored == full.scenarios.influencers_in_scenario).all()
+    truth = io.read_truth_audiences(tiny_world)
+    cap = int(truth.groupby("scenario_id").followers_in_data.sum().min() // 3)
+    with engines.duckdb_session(tiny_config.duckdb) as con:
+        io.register_tables(con, tiny_world)
+        check = audiences_against_scenarios(con, tiny_trained.outcome.model, truth, cap)
+    sc = check.scenarios
+    assert (sc.followers_scored <= cap).all() and (sc.influencers_scored >= 1).all()
+    assert (sc.influencers_scored < sc.influencers_in_scenario).all()
+    for whole, part in zip(full.audiences, check.audiences, strict=True):
+        assert len(part) == len(set(part.influencer_id)) > 0
+        same = whole.set_index("influencer_id").loc[part.influencer_id]
+        pd.testing.assert_series_equal(
+            part.set_index("influencer_id").expected_loyal, same.expected_loyal
+        )
+    metrics = check.metrics()
+    assert metrics["truth_followers_scored"] == sc.followers_scored.sum() <= 3 * cap
+    card = model_card(tiny_config, replace(tiny_trained.outcome, truth=check))
+    assert "a reproducible sample of whole audiences" in card
+    assert "a reproducible sample" not in model_card(tiny_config, tiny_trained.outcome)

@@ -188,3 +188,15 @@ def test_audiences_against_truth_counts_overlaps_and_ranks():
     tiers = r.tiers.set_index("tier")
     assert list(tiers.index) == ["nano", "micro"] and tiers.loc["nano", "influencers"] == 10
     assert tiers.loc["micro", "true_mean_loyal_rate"] == pytest.approx(true_rate[10:].mean())
+
+
+def test_truth_sample_keeps_whole_audiences_within_the_cap_in_a_fixed_order():
+    from loyalty_model.evaluate import truth_sample
+
+    t = pd.DataFrame({"influencer_id": [f"i{k}" for k in range(20)], "followers_in_data": 10})
+    assert truth_sample(t, 200) is None  # everything fits: no sample
+    some = truth_sample(t, 55)
+    assert len(some) == 5 and set(some) < set(t.influencer_id)
+    assert truth_sample(t.iloc[::-1], 55) == some  # the row order does not matter
+    assert set(truth_sample(t, 95)) > set(some)  # a larger cap keeps the smaller sample
+    assert len(truth_sample(t, 3)) == 1  # at least one influencer, even above the cap
