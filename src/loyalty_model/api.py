@@ -17,7 +17,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Literal
 
 from loyalty_model.config import Config, load_config
-from loyalty_model.errors import DataError, OutputError, PromotionError, RequestError
+from loyalty_model.errors import (
+    ConfigError,
+    DataError,
+    OutputError,
+    PromotionError,
+    RequestError,
+)
 from loyalty_model.timing import timed, timed_iter
 
 if TYPE_CHECKING:
@@ -25,6 +31,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from loyalty_model.contract import Problem
+    from loyalty_model.io import Tables
     from loyalty_model.model import LoyaltyModel
     from loyalty_model.scoring import ScoringRequest
     from loyalty_model.simulation import SimulationSummary
@@ -108,6 +115,7 @@ def train(
     overrides: Sequence[str] = (),
     stage: Callable[[str], None] | None = None,
     engine: Engine | None = None,
+    on_bad_rows: Literal["fail", "drop"] | None = None,
 ) -> TrainResult:
     """Build point-in-time features, fit and calibrate LightGBM, evaluate it (against the
     baselines, the current champion on the same test rows and, on simulated data, the ground
@@ -117,11 +125,15 @@ def train(
     `config`: a Config, a YAML path or None (the defaults); `data_dir` overrides data.dir;
     `overrides`: `section.key=value` strings, as `--set` on the command line; `stage` is told
     each stage (in words) as it starts; `engine` builds the features: duckdb or spark
-    (default: the config's data.engine; recorded on the run)."""
+    (default: the config's data.engine; recorded on the run); `on_bad_rows`: fail on rows
+    that break the data contract, or drop them, logged with the run under quarantine/
+    (default: the config's data.on_bad_rows)."""
     from loyalty_model import tracking, training
 
     stage = stage or (lambda _: None)
-    cfg = load_config(config, [*overrides, *_engine_override(engine)])
+    cfg = load_config(
+        config, [*overrides, *_engine_override(engine), *_bad_rows_override(on_bad_rows)]
+    )
     if data_dir is not None:  # a path, not YAML: '#', ':' or 'yes' in it stay as they are
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
     _data_dir(cfg.data.dir)
@@ -239,6 +251,9 @@ def predict(
     memory_limit: str | None = None,
     progress: Progress | None = None,
     engine: Engine | None = None,
+    on_bad_rows: Literal["fail", "drop"] | None = None,
+    allow_stale: bool = False,
+    pseudonymize_followers: str | None = None,
 ) -> PredictionResult:
     """Score every follower of each influencer (default: all) for `brand` as of `as_of`
     (default: the day after the last event) and write follower_scores, audience_scores and
@@ -250,7 +265,13 @@ def predict(
     which spills to disk beyond it; `progress` is called after each batch with (followers
     scored, followers to score); `engine` builds the features and scores the followers:
     duckdb, or spark, whose executors score and write follower_scores as a folder of part
-    files (default: the config's data.engine; recorded in the manifest)."""
+    files (default: the config's data.engine; recorded in the manifest); `on_bad_rows`:
+    fail on rows that break the data contract, or drop them to OUT/quarantine/TABLE.parquet
+    (default: the config's data.on_bad_rows); `allow_stale`: score an as-of more than
+    data.max_staleness_days (default one label horizon) after the data's last event;
+    `pseudonymize_followers`: the name of an environment variable holding a secret key:
+    follower ids are written as their HMAC-SHA256 under it (the key itself is never written,
+    logged or tracked)."""
     from loyalty_model import engines, io, scoring, tracking
     from loyalty_model.evaluate import audiences_against_truth, truth_of_request
 
@@ -264,23 +285,31 @@ def predict(
     if _overlaps(out, data_dir):
         raise RequestError(f"the output folder {out} would replace the data it reads ({data_dir})")
     extra = [] if memory_limit is None else [f"duckdb.memory_limit={memory_limit}"]
+    extra += _bad_rows_override(on_bad_rows)
     cfg = load_config(config, [*overrides, *extra, *_engine_override(engine)])
+    pseudonymize = _pseudonymizer(pseudonymize_followers, cfg)
     _engine_ready(cfg)
     model = model or f"models:/{cfg.tracking.model_name}@champion"
     t0 = time.perf_counter()
     seconds: dict[str, float] = {}
     with engines.duckdb_session(cfg.duckdb) as con:
         with timed(seconds, "read and validate"):
-            views = io.register_tables(con, data_dir)  # the contract is checked on DuckDB
-            request = scoring.scoring_request(con, brand, as_of, influencers)
+            # the contract is checked on DuckDB, whatever the engine
+            read = io.prepare_tables(con, data_dir, cfg.data.on_bad_rows)
+            staleness = cfg.data.max_staleness_days
+            staleness = cfg.label.horizon_days if staleness is None else staleness
+            request = scoring.scoring_request(
+                con, brand, as_of, influencers, None if allow_stale else staleness
+            )
         with timed(seconds, "load model"):
             loaded, model_ref = tracking.load_for_scoring(model, cfg.tracking)
             scoring.check_spec(loaded)
-        tables = engines.ibis_tables(con, list(views))
+        tables = engines.ibis_tables(con, list(read.views))
         with _writing(out):
             written = _write_predictions(
                 con,
                 tables,
+                read,
                 request,
                 loaded,
                 model_ref,
@@ -291,6 +320,7 @@ def predict(
                 batch_rows,
                 progress,
                 seconds,
+                (pseudonymize_followers, pseudonymize) if pseudonymize else None,
             )
     with timed(seconds, "truth check"):
         truth = truth_of_request(io.read_truth_audiences(data_dir), brand, request.as_of)
@@ -301,6 +331,32 @@ def predict(
         truth=None if check is None else check.metrics,
         stage_seconds=MappingProxyType(seconds),
     )
+
+
+def _pseudonymizer(variable: str | None, cfg: Config):
+    """The keyed hash of follower ids, its key read from environment variable `variable`."""
+    import os
+
+    from loyalty_model import scoring
+
+    if variable is None:
+        return None
+    key = os.environ.get(variable, "")
+    if not key:  # the message names the variable, never a value
+        raise RequestError(
+            f"pseudonymize followers: environment variable {variable!r} is not set or empty"
+        )
+    if cfg.data.engine == "spark":
+        raise ConfigError("pseudonymized follower ids are written by the duckdb engine only")
+    return scoring.pseudonymizer(key.encode())
+
+
+def _bad_rows_override(on_bad_rows: str | None) -> list[str]:
+    if on_bad_rows is None:
+        return []
+    if on_bad_rows not in ("fail", "drop"):
+        raise RequestError(f"on_bad_rows must be fail or drop, got {on_bad_rows!r}")
+    return [f"data.on_bad_rows={on_bad_rows}"]
 
 
 def _overlaps(out: Path, data_dir: Path) -> bool:
@@ -322,6 +378,7 @@ def _writing(out: Path) -> Iterator[None]:
 def _write_predictions(
     con: duckdb.DuckDBPyConnection,
     tables: dict,
+    read: Tables,
     request: ScoringRequest,
     model: LoyaltyModel,
     model_ref: ModelRef,
@@ -332,11 +389,13 @@ def _write_predictions(
     batch_rows: int,
     progress: Progress | None,
     seconds: dict[str, float],
+    pseudonyms: tuple[str, Callable] | None = None,
 ) -> PredictionResult:
     """Score the request and write the three files into `out`, atomically: follower scores
     on the config's engine, then the audiences and the manifest (the same code for both).
     The time of each stage is added to `seconds`."""
     from loyalty_model import io, scoring
+    from loyalty_model.drift import DriftCounter
     from loyalty_model.spine import scoring_spine
 
     brand, as_of = request.brand_id, request.as_of
@@ -362,9 +421,15 @@ def _write_predictions(
         "manifest": out / "manifest.json",
     }
     with io.atomic_dir(out) as tmp:
+        # drift is counted where the rows are scored in this process (not on Spark's executors)
+        drift = None
+        if engine == "duckdb" and model.reference is not None:
+            drift = DriftCounter(model.reference)
         if engine == "spark":
             from loyalty_model.spark import FOLLOWER_FOLDER
+            from loyalty_model.training import spark_reads_the_files
 
+            spark_reads_the_files(read)
             files["follower_scores"] = out / FOLLOWER_FOLDER
             folder = tmp / FOLLOWER_FOLDER
             n_followers, accumulated, t_model = _score_on_spark(
@@ -386,6 +451,8 @@ def _write_predictions(
                 writer.write,
                 on_batch,
                 seconds,
+                pseudonyms[1] if pseudonyms else None,
+                drift,
             )
             with timed(seconds, "write"):
                 writer.close()
@@ -405,6 +472,8 @@ def _write_predictions(
         rows = {"follower_scores": n_followers, "audience_scores": len(aud)}
         with timed(seconds, "fingerprint inputs"):
             inputs = io.input_fingerprints(con, data_dir)
+        with timed(seconds, "write"):
+            quarantined = io.write_quarantine(con, read, tmp)
         manifest = scoring.manifest(
             request,
             model_ref,
@@ -415,6 +484,15 @@ def _write_predictions(
             cal.audience_dispersion,
             aud,
             engine,
+            {
+                "warnings": read.warnings,
+                "on_bad_rows": cfg.data.on_bad_rows,
+                "quarantined": quarantined,
+                "pseudonymized_with": pseudonyms[0] if pseudonyms else None,
+                "drift": (
+                    None if drift is None else drift.summary(cfg.evaluation.drift_psi_threshold)
+                ),
+            },
         )
         io.write_json(manifest, tmp / files["manifest"].name)
     return PredictionResult(

@@ -44,6 +44,17 @@ EngineOption = Annotated[
     ),
 ]
 
+BadRowsOption = Annotated[
+    Literal["fail", "drop"] | None,
+    typer.Option(
+        "--on-bad-rows",
+        help="Rows that break the data contract: fail (one-line error, exit 2) or drop (set "
+        "aside with their reason: predict writes OUT/quarantine/TABLE.parquet, train logs "
+        "quarantine/ with the run; counted per reason). Problems of a whole table fail either "
+        "way. Default: the config's data.on_bad_rows (fail).",
+    ),
+]
+
 
 def _fail(message: str, code: int = EXIT_INVALID) -> NoReturn:
     from rich.markup import escape
@@ -130,11 +141,13 @@ def _print_summary(s: SimulationSummary, out: Path) -> None:
 @app.command("validate")
 def validate_command(
     data: Annotated[Path, typer.Option(help="Data directory holding the five tables.")],
+    on_bad_rows: BadRowsOption = None,
 ) -> None:
     """Check a data directory against the data contract (docs/data_contract.md).
 
     Prints every problem found (table, column, rows affected, up to 5 example values).
-    Exit code 0 when clean, 2 when not.
+    Exit code 0 when clean, 2 when not. With --on-bad-rows drop, problems of single rows are
+    listed as what train and predict would drop, and only problems of a whole table fail.
     """
     from rich.markup import escape
 
@@ -145,9 +158,16 @@ def validate_command(
     if not problems:
         console.print(f"[green]ok[/]: {data} satisfies the data contract")
         return
+    fatal = problems if on_bad_rows != "drop" else [p for p in problems if not p.droppable]
     for p in problems:
-        err.print(f"[red]✗[/] {escape(str(p))}", highlight=False, soft_wrap=True)
-    err.print(f"{len(problems)} problem(s) in {data}", highlight=False)
+        mark = "[red]✗[/]" if p in fatal else "[yellow]would drop:[/]"
+        err.print(f"{mark} {escape(str(p))}", highlight=False, soft_wrap=True)
+    if not fatal:
+        console.print(
+            f"[green]ok[/]: {data} satisfies the data contract once those rows are dropped"
+        )
+        return
+    err.print(f"{len(fatal)} problem(s) in {data}", highlight=False)
     raise typer.Exit(EXIT_INVALID)
 
 
@@ -165,6 +185,7 @@ def train_command(
     ] = None,
     set_: SetOption = None,
     engine: EngineOption = None,
+    on_bad_rows: BadRowsOption = None,
 ) -> None:
     """Build point-in-time features, fit LightGBM, track the run and register the model.
 
@@ -179,8 +200,19 @@ def train_command(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with _errors(), _stages() as stage:
-        result = api.train(config, data, set_ or (), stage, engine)
+        result = api.train(config, data, set_ or (), stage, engine, on_bad_rows)
+    read = result.outcome.read
+    for warning in read.warnings if read else ():
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    _print_dropped(read.dropped if read else {}, "logged with the run under quarantine/")
     _print_training(result)
+
+
+def _print_dropped(dropped: dict[str, dict[str, int]], where: str) -> None:
+    """Rows set aside by --on-bad-rows drop, per table and reason (stderr)."""
+    for reasons in dropped.values():
+        for reason, n in reasons.items():
+            err.print(f"[yellow]dropped:[/] {n:,} row(s): {reason} ({where})", highlight=False)
 
 
 @contextlib.contextmanager
@@ -352,6 +384,24 @@ def predict_command(
         ),
     ] = None,
     engine: EngineOption = None,
+    on_bad_rows: BadRowsOption = None,
+    allow_stale: Annotated[
+        bool,
+        typer.Option(
+            help="Score an as-of more than data.max_staleness_days (default: one label "
+            "horizon) after the data's last event; refused otherwise, as the features would "
+            "read the silent days as inactivity.",
+        ),
+    ] = False,
+    pseudonymize_followers: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ENV_VAR",
+            help="Write follower ids as their HMAC-SHA256 under the secret key held by this "
+            "environment variable (give its name, not the key): the same id and key, the same "
+            "pseudonym in every run; the key is never written, logged or tracked.",
+        ),
+    ] = None,
 ) -> None:
     """Score every follower of each influencer for a brand and write the prediction files.
 
@@ -381,7 +431,21 @@ def predict_command(
                 memory_limit=memory_limit,
                 progress=progress,
                 engine=engine,
+                on_bad_rows=on_bad_rows,
+                allow_stale=allow_stale,
+                pseudonymize_followers=pseudonymize_followers,
             )
+    for warning in result.manifest["data_warnings"]:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    drift = result.manifest["drift"]
+    if drift and drift["flagged"]:
+        worst = ", ".join(f"{k} {drift['psi'][k]:.2f}" for k in drift["flagged"][:5])
+        err.print(
+            f"[yellow]drift:[/] {len(drift['flagged'])} feature(s) with PSI above "
+            f"{drift['threshold']} against the training rows, e.g. {worst} (manifest: drift)",
+            highlight=False,
+        )
+    _print_dropped(result.manifest["quarantined"], f"in {result.out / 'quarantine'}")
     currency = str(result.manifest["currency"])
     _print_top(result.audiences, currency)
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
@@ -486,7 +550,11 @@ def _print_against_truth(result: PredictionResult) -> None:
 
 
 def main() -> None:
+    from loyalty_model.io import exit_on_signals
+
     try:
-        app()
-    except KeyboardInterrupt:  # pragma: no cover - interactive only
+        # SIGTERM/SIGINT: temporary folders removed, the previous output kept, exit 128 + signal
+        with exit_on_signals():
+            app()
+    except KeyboardInterrupt:  # pragma: no cover - raised by a library, not by SIGINT
         sys.exit(130)

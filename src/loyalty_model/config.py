@@ -54,6 +54,20 @@ class DataConfig(_Section):
         "followers (at least one), the first by the MD5 of follower_id; the rows before the cap "
         "are recorded in the run (size.spine_rows_before_cap). null: no cap",
     )
+    on_bad_rows: Literal["fail", "drop"] = Field(
+        "fail",
+        description="rows that break the data contract (docs/data_contract.md): fail, the run "
+        "stops with a one-line error; drop, they are set aside with their reason (predict: "
+        "OUT/quarantine/TABLE.parquet; train: the run's quarantine/ artifacts), counted per "
+        "reason in the manifest or run, and the rest is used. Problems of a whole table (missing, "
+        "a column missing or of the wrong type, empty) fail either way. `--on-bad-rows` overrides",
+    )
+    max_staleness_days: int | None = Field(
+        None,
+        ge=0,
+        description="predict refuses an as-of more than this many days after the data's last "
+        "event (scores would silently decay) unless --allow-stale; null: one label horizon",
+    )
     currency: str = Field(
         "USD",
         pattern=r"^[A-Z]{3}$",
@@ -170,6 +184,12 @@ class TrackingConfig(_Section):
         "audience-loyalty",
         description="MLflow registered model name; versions carry the challenger/champion aliases",
     )
+    timeout_seconds: float = Field(
+        30.0,
+        gt=0,
+        description="how long to keep retrying a tracking server that does not answer before "
+        "failing with a one-line error (http/https stores)",
+    )
 
 
 MEMORY_SIZE = r"\d+(\.\d+)?\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)"
@@ -191,6 +211,12 @@ class DuckDBConfig(_Section):
         None,
         description="where DuckDB spills beyond memory_limit; null: a fresh folder under the "
         "system temp, removed afterwards. Environment: LOYALTY_DUCKDB_TEMP_DIRECTORY wins",
+    )
+    temp_root: Path | None = Field(
+        None,
+        description="the folder under which each run makes its fresh spill folder "
+        "(loyalty-spill-PID-*), and where a later run removes those of dead processes; null: "
+        "the system temp folder. Environment: LOYALTY_DUCKDB_TEMP_ROOT wins",
     )
 
     @field_validator("memory_limit")
@@ -280,6 +306,13 @@ class EvaluationConfig(_Section):
         ),
     )
 
+    drift_psi_threshold: float = Field(
+        0.25,
+        gt=0,
+        description="predict flags a feature (stderr and the manifest's drift.flagged) whose "
+        "population stability index against the model's training rows is above this",
+    )
+
 
 class GateConfig(_Section):
     metric: str = Field(
@@ -333,6 +366,40 @@ class Config(_Section):
         return out
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, except that a key given twice in one mapping is an error rather
+    than "the last one wins" (which silently discards a setting)."""
+
+
+def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False):
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            lines = f"lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
+            raise ConfigError(f"key {key!r} given twice ({lines})")
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_repeats
+)
+
+
+def _read_yaml(text: str, where: str) -> Any:
+    """Parsed YAML, or one ConfigError line naming `where`, the line and what is wrong."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: not valid YAML{at}: {what}") from None
+
+
 def _set_dotted(tree: dict, dotted: str) -> None:
     if "=" not in dotted:
         raise ConfigError(f"--set expects section.key=value, got {dotted!r}")
@@ -344,7 +411,7 @@ def _set_dotted(tree: dict, dotted: str) -> None:
     tree.setdefault(section, {})
     if not isinstance(tree[section], dict):
         raise ConfigError(f"config section {section!r} is not a mapping")
-    tree[section][name] = yaml.safe_load(raw)
+    tree[section][name] = _read_yaml(raw, f"--set {key.strip()}")
 
 
 def load_config(
@@ -360,7 +427,7 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        tree = yaml.safe_load(path.read_text()) or {}
+        tree = _read_yaml(path.read_text(), str(path)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     for item in overrides or []:
@@ -372,10 +439,21 @@ def load_config(
         for e in exc.errors():
             where = ".".join(str(p) for p in e["loc"])
             msg = e["msg"].removeprefix("Value error, ")
-            what = "unknown key" if e["type"] == "extra_forbidden" else msg
+            what = _unknown_key(e["loc"]) if e["type"] == "extra_forbidden" else msg
             msgs.append(f"{where}: {what}" if where else what)
         prefix = f"{path}: " if path else ""
         raise ConfigError(f"{prefix}invalid config: {'; '.join(msgs)}") from None
+
+
+def _unknown_key(loc: tuple) -> str:
+    """'unknown key', with the closest known key of the same section when one is close."""
+    import difflib
+
+    known: list[str] = list(Config.model_fields)
+    if len(loc) == 2 and loc[0] in Config.model_fields:
+        known = list(Config.model_fields[loc[0]].annotation.model_fields)
+    close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.6)
+    return f"unknown key (did you mean {close[0]!r}?)" if close else "unknown key"
 
 
 def _type_words(t: Any) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import duckdb
@@ -201,7 +202,7 @@ FOREIGN_KEYS: tuple[ForeignKey, ...] = (
     ForeignKey("campaigns", "brand_id", "brands", "brand_id"),
 )
 
-_SQL_TYPE: dict[Kind, str] = {
+SQL_TYPE: dict[Kind, str] = {
     "string": "VARCHAR",
     "timestamp": "TIMESTAMPTZ",
     "float": "DOUBLE",
@@ -216,6 +217,11 @@ class Problem:
     check: str
     count: int
     examples: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def droppable(self) -> bool:
+        """A problem of single rows (they can be dropped), not of the whole table."""
+        return self.count > 0
 
     def __str__(self) -> str:
         where = f"{self.table}.{self.column}" if self.column else self.table
@@ -268,13 +274,137 @@ def _castable(kind: Kind, duck_type: str) -> bool:
     return False
 
 
-def validate_table(con: duckdb.DuckDBPyConnection, table: str, view: str) -> list[Problem]:
-    """Check one raw table (a DuckDB view over its file) against its schema."""
-    schema = SCHEMAS[table]
-    problems: list[Problem] = []
+@dataclass(frozen=True)
+class RowRule:
+    """A check of single rows: `predicate` (SQL over the raw view) is true for the rows that
+    break it. Rows breaking a rule can be dropped (`--on-bad-rows drop`); the table stays."""
+
+    table: str
+    column: str | None
+    check: str  # what is wrong, in words; the `reason` of a quarantined row
+    predicate: str
+    show: str | None  # SQL of the examples shown; None: no examples (e.g. nulls)
+
+
+# timestamps may run a little ahead of this machine's clock (another machine exported them)
+CLOCK_SKEW = timedelta(hours=1)
+# tables that may be empty: campaigns (no past campaigns yet: the past-rate features fall back
+# to their prior, with a warning). Every other table empty leaves nothing to learn or score.
+MAY_BE_EMPTY: tuple[str, ...] = ("campaigns",)
+# timestamps that record something that happened: none may be after the moment of the run.
+# campaigns.start_ts may (a campaign planned ahead is not a training row until it closes).
+PAST_ONLY: tuple[tuple[str, str], ...] = (
+    ("events", "event_ts"),
+    ("follows", "followed_at"),
+    ("follows", "unfollowed_at"),
+)
+
+
+def _column_rules(table: str, col: Column, now: datetime) -> list[RowRule]:
+    c = quote_ident(col.name)
+    sql_type = SQL_TYPE[col.kind]
+    typed = f"TRY_CAST({c} AS {sql_type})"
+    out = [
+        # values that do not parse as the contract type (e.g. 'abc' in a timestamp column)
+        RowRule(
+            table, col.name, f"not a valid {col.kind}", f"{c} IS NOT NULL AND {typed} IS NULL", c
+        )
+    ]
+    if not col.nullable:
+        out.append(RowRule(table, col.name, "null in a required column", f"{c} IS NULL", None))
+    if col.kind == "string":
+        out.append(
+            RowRule(table, col.name, "empty string id", f"trim(CAST({c} AS VARCHAR)) = ''", c)
+        )
+    if col.min_value is not None:
+        op, words = ("<=", "not above") if col.min_exclusive else ("<", "below")
+        out.append(
+            RowRule(
+                table,
+                col.name,
+                f"value {words} {col.min_value}",
+                f"{typed} {op} {col.min_value}",
+                typed,
+            )
+        )
+    if col.max_value is not None:
+        out.append(
+            RowRule(
+                table, col.name, f"value above {col.max_value}", f"{typed} > {col.max_value}", typed
+            )
+        )
+    if col.kind == "float":
+        out.append(RowRule(table, col.name, "not a finite number", f"NOT isfinite({typed})", typed))
+    if col.allowed:
+        allowed = ", ".join(f"'{a}'" for a in col.allowed)
+        out.append(
+            RowRule(
+                table,
+                col.name,
+                f"not one of {', '.join(col.allowed)}",
+                f"{c} IS NOT NULL AND {c} NOT IN ({allowed})",
+                c,
+            )
+        )
+    if (table, col.name) in PAST_ONLY:
+        limit = (now + CLOCK_SKEW).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S+00")
+        out.append(
+            RowRule(
+                table,
+                col.name,
+                f"after the moment of the run ({now.astimezone(UTC):%Y-%m-%d %H:%M} UTC)",
+                f"{typed} > TIMESTAMPTZ '{limit}'",
+                typed,
+            )
+        )
+    return out
+
+
+def _cross_column_rules(table: str, names: set[str]) -> list[RowRule]:
+    """Rules that tie several columns of one row together."""
+    out: list[RowRule] = []
+    if table == "events" and {"event_type", "amount"} <= names:
+        amount = "TRY_CAST(amount AS DOUBLE)"
+        out.append(
+            RowRule(
+                table,
+                "amount",
+                "purchase without an amount",
+                f"event_type = 'purchase' AND {amount} IS NULL",
+                "follower_id",
+            )
+        )
+        out.append(
+            RowRule(
+                table,
+                "amount",
+                "amount set on a non-purchase event",
+                f"event_type <> 'purchase' AND {amount} IS NOT NULL",
+                "event_type",
+            )
+        )
+    if table == "follows" and {"followed_at", "unfollowed_at"} <= names:
+        out.append(
+            RowRule(
+                table,
+                "unfollowed_at",
+                "before followed_at",
+                "TRY_CAST(unfollowed_at AS TIMESTAMPTZ) < TRY_CAST(followed_at AS TIMESTAMPTZ)",
+                "concat_ws('|', follower_id, influencer_id)",
+            )
+        )
+    return out
+
+
+def present_columns(
+    con: duckdb.DuckDBPyConnection, table: str, view: str
+) -> tuple[list[Column], list[Problem]]:
+    """The contract's columns the file has in a readable type, and the problems of the table
+    as a whole (a required column missing, a type that cannot be read): those no row
+    filter can mend."""
     types = _column_types(con, view)
-    present = []
-    for col in schema.columns:
+    present, problems = [], []
+    for col in SCHEMAS[table].columns:
         if col.name not in types and col.optional:
             continue
         if col.name not in types:
@@ -282,98 +412,82 @@ def validate_table(con: duckdb.DuckDBPyConnection, table: str, view: str) -> lis
             continue
         if not _castable(col.kind, types[col.name]):
             problems.append(
-                Problem(
-                    table,
-                    col.name,
-                    f"type {types[col.name]} cannot be read as {col.kind}",
-                    0,
-                )
+                Problem(table, col.name, f"type {types[col.name]} cannot be read as {col.kind}", 0)
             )
             continue
         present.append(col)
+    return present, problems
 
-    for col in present:
-        c = quote_ident(col.name)
-        sql_type = _SQL_TYPE[col.kind]
-        # values that do not parse as the contract type (e.g. 'abc' in a timestamp column)
-        n, ex = _count_and_examples(
-            con, view, f"{c} IS NOT NULL AND TRY_CAST({c} AS {sql_type}) IS NULL", c
-        )
-        if n:
-            problems.append(Problem(table, col.name, f"not a valid {col.kind}", n, ex))
-        typed = f"TRY_CAST({c} AS {sql_type})"
-        if not col.nullable:
-            n = con.execute(f"SELECT count(*) FROM {view} WHERE {c} IS NULL").fetchall()[0][0]
-            if n:
-                problems.append(Problem(table, col.name, "null in a required column", n))
-        if col.kind == "string":
-            n, ex = _count_and_examples(con, view, f"trim(CAST({c} AS VARCHAR)) = ''", c)
-            if n:
-                problems.append(Problem(table, col.name, "empty string id", n, ex))
-        if col.min_value is not None:
-            op, words = ("<=", "not above") if col.min_exclusive else ("<", "below")
-            n, ex = _count_and_examples(con, view, f"{typed} {op} {col.min_value}", typed)
-            if n:
-                problems.append(Problem(table, col.name, f"value {words} {col.min_value}", n, ex))
-        if col.max_value is not None:
-            n, ex = _count_and_examples(con, view, f"{typed} > {col.max_value}", typed)
-            if n:
-                problems.append(Problem(table, col.name, f"value above {col.max_value}", n, ex))
-        if col.kind == "float":
-            n, ex = _count_and_examples(con, view, f"NOT isfinite({typed})", typed)
-            if n:
-                problems.append(Problem(table, col.name, "not a finite number", n, ex))
-        if col.allowed:
-            allowed = ", ".join(f"'{a}'" for a in col.allowed)
-            n, ex = _count_and_examples(con, view, f"{c} IS NOT NULL AND {c} NOT IN ({allowed})", c)
-            if n:
-                problems.append(
-                    Problem(table, col.name, f"not one of {', '.join(col.allowed)}", n, ex)
-                )
 
-    names = {c.name for c in present}
-    if schema.key and set(schema.key) <= names:
-        key = ", ".join(quote_ident(k) for k in schema.key)
-        dup = f"SELECT {key} FROM {view} GROUP BY ALL HAVING count(*) > 1"
-        n = con.execute(f"SELECT count(*) FROM ({dup})").fetchall()[0][0]
+def row_rules(table: str, present: list[Column], now: datetime) -> list[RowRule]:
+    """Every single-row rule of a table over the columns it has, in the order reported."""
+    rules = [r for col in present for r in _column_rules(table, col, now)]
+    return rules + _cross_column_rules(table, {c.name for c in present})
+
+
+def key_sql(table: str, present: list[Column]) -> str | None:
+    """The table's key columns as SQL (the whole row for events, which has no key)."""
+    names = [c.name for c in present]
+    key = SCHEMAS[table].key or tuple(names)
+    if not set(key) <= set(names):
+        return None
+    return ", ".join(quote_ident(k) for k in key)
+
+
+def is_empty(con: duckdb.DuckDBPyConnection, view: str) -> bool:
+    return not con.execute(f"SELECT count(*) FROM (SELECT 1 FROM {view} LIMIT 1)").fetchall()[0][0]
+
+
+def validate_table(
+    con: duckdb.DuckDBPyConnection, table: str, view: str, now: datetime | None = None
+) -> list[Problem]:
+    """Check one raw table (a DuckDB view over its file) against its schema, with `now` (the
+    moment of the run; default: the clock) as the latest time a recorded event may have."""
+    now = now or datetime.now(UTC)
+    present, problems = present_columns(con, table, view)
+    if table not in MAY_BE_EMPTY and is_empty(con, view):
+        problems.append(Problem(table, None, "the table is empty", 0))
+        return problems
+    for rule in row_rules(table, present, now):
+        if rule.show is None:
+            n = con.execute(f"SELECT count(*) FROM {view} WHERE {rule.predicate}").fetchall()
+            n, ex = n[0][0], ()
+        else:
+            n, ex = _count_and_examples(con, view, rule.predicate, rule.show)
         if n:
-            show = f"SELECT concat_ws('|', {key}) AS v FROM ({dup}) ORDER BY v"
-            problems.append(
-                Problem(
-                    table,
-                    ", ".join(schema.key),
-                    "duplicate key",
-                    n,
-                    _examples(con, show),
-                )
-            )
-    problems += _row_rules(con, table, view, names)
+            problems.append(Problem(table, rule.column, rule.check, n, ex))
+    key = key_sql(table, present)
+    if key is not None:
+        problems += _duplicates(con, table, view, key, present)
     return problems
 
 
-def _row_rules(
-    con: duckdb.DuckDBPyConnection, table: str, view: str, names: set[str]
+def _duplicates(
+    con: duckdb.DuckDBPyConnection, table: str, view: str, key: str, present: list[Column]
 ) -> list[Problem]:
-    """Rules that tie several columns of one row together."""
-    out: list[Problem] = []
-    if table == "events" and {"event_type", "amount"} <= names:
-        amount = "TRY_CAST(amount AS DOUBLE)"
-        n, ex = _count_and_examples(
-            con, view, f"event_type = 'purchase' AND {amount} IS NULL", "follower_id"
+    """Keys that appear more than once; for events (no key), rows that appear more than once
+    exactly: a repeated export, which would count every event twice."""
+    if SCHEMAS[table].key:
+        dup = f"SELECT {key} FROM {view} GROUP BY ALL HAVING count(*) > 1"
+        what, column = "duplicate key", ", ".join(SCHEMAS[table].key)
+        n = con.execute(f"SELECT count(*) FROM ({dup})").fetchall()[0][0]
+        show = f"SELECT concat_ws('|', {key}) AS v FROM ({dup}) ORDER BY v"
+    else:
+        # one 64-bit hash per row first (a group-by on one integer column), the full rows
+        # compared only for the hashes seen twice
+        hashed = f"SELECT hash({key}) AS _h FROM {view} GROUP BY ALL HAVING count(*) > 1"
+        dup = (
+            f"SELECT {key}, count(*) AS _n FROM {view} WHERE hash({key}) IN ({hashed}) "
+            "GROUP BY ALL HAVING count(*) > 1"
         )
-        if n:
-            out.append(Problem(table, "amount", "purchase without an amount", n, ex))
-        n, ex = _count_and_examples(
-            con, view, f"event_type <> 'purchase' AND {amount} IS NOT NULL", "event_type"
-        )
-        if n:
-            out.append(Problem(table, "amount", "amount set on a non-purchase event", n, ex))
-    if table == "follows" and {"followed_at", "unfollowed_at"} <= names:
-        pred = "TRY_CAST(unfollowed_at AS TIMESTAMPTZ) < TRY_CAST(followed_at AS TIMESTAMPTZ)"
-        n, ex = _count_and_examples(con, view, pred, "concat_ws('|', follower_id, influencer_id)")
-        if n:
-            out.append(Problem(table, "unfollowed_at", "before followed_at", n, ex))
-    return out
+        what, column = "exact duplicate rows", None
+        n = con.execute(f"SELECT coalesce(sum(_n - 1), 0) FROM ({dup})").fetchall()[0][0]
+        first = [c.name for c in present][:3]
+        cols = ", ".join(f"CAST({quote_ident(c)} AS VARCHAR)" for c in first)
+        show = f"SELECT concat_ws('|', {cols}) AS v FROM ({dup}) ORDER BY v"
+    if not n:
+        return []
+    return [Problem(table, column, what, int(n), _examples(con, show))]
 
 
 def validate_foreign_keys(
@@ -386,15 +500,67 @@ def validate_foreign_keys(
             continue
         if (fk.table, fk.column) in skip or (fk.ref_table, fk.ref_column) in skip:
             continue
-        c = quote_ident(fk.column)
-        pred = (
-            f"{c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN "
-            f"(SELECT CAST({quote_ident(fk.ref_column)} AS VARCHAR) FROM {views[fk.ref_table]} "
-            f"WHERE {quote_ident(fk.ref_column)} IS NOT NULL)"
-        )
-        n, ex = _count_and_examples(con, views[fk.table], pred, c)
+        pred = _fk_predicate(fk, views[fk.ref_table])
+        n, ex = _count_and_examples(con, views[fk.table], pred, quote_ident(fk.column))
         if n:
-            out.append(
-                Problem(fk.table, fk.column, f"unknown {fk.ref_table}.{fk.ref_column}", n, ex)
-            )
+            out.append(Problem(fk.table, fk.column, _fk_check(fk), n, ex))
     return out
+
+
+def _fk_check(fk: ForeignKey) -> str:
+    return f"unknown {fk.ref_table}.{fk.ref_column}"
+
+
+def _fk_predicate(fk: ForeignKey, ref_view: str) -> str:
+    c, r = quote_ident(fk.column), quote_ident(fk.ref_column)
+    return (
+        f"{c} IS NOT NULL AND CAST({c} AS VARCHAR) NOT IN "
+        f"(SELECT CAST({r} AS VARCHAR) FROM {ref_view} WHERE {r} IS NOT NULL)"
+    )
+
+
+# the order in which bad rows are dropped: parents before the tables that refer to them
+DROP_ORDER: tuple[str, ...] = ("influencers", "brands", "events", "follows", "campaigns")
+
+
+def flagged_sql(
+    table: str, view: str, present: list[Column], now: datetime, ref_views: dict[str, str]
+) -> str:
+    """The raw rows with a `reason` column: null for a row to keep, else the first rule it
+    breaks, as `table.column: check` (what `--on-bad-rows drop` quarantines). `ref_views`:
+    the kept rows of the tables it refers to. Of rows repeated exactly (events), the first
+    copy is kept; of rows sharing a key (other tables), none (which one is right is unknown)."""
+    cases = [
+        (r.predicate, _reason(r.table, r.column, r.check)) for r in row_rules(table, present, now)
+    ]
+    for fk in FOREIGN_KEYS:
+        if (
+            fk.table == table
+            and fk.ref_table in ref_views
+            and fk.column in {c.name for c in present}
+        ):
+            cases.append(
+                (
+                    _fk_predicate(fk, ref_views[fk.ref_table]),
+                    _reason(table, fk.column, _fk_check(fk)),
+                )
+            )
+    key = key_sql(table, present)
+    extra = "NULL"
+    if key is not None and SCHEMAS[table].key:
+        extra = f"count(*) OVER (PARTITION BY {key}) > 1"
+        cases.append(("_dup", _reason(table, ", ".join(SCHEMAS[table].key), "duplicate key")))
+    elif key is not None:
+        extra = f"row_number() OVER (PARTITION BY {key}) > 1"
+        cases.append(("_dup", _reason(table, None, "exact duplicate row")))
+    whens = " ".join(f"WHEN coalesce({p}, false) THEN '{why}'" for p, why in cases)
+    reason = f"CASE {whens} END" if whens else "NULL"
+    return (
+        f"SELECT * EXCLUDE (_dup), CAST({reason} AS VARCHAR) AS reason "
+        f"FROM (SELECT *, {extra} AS _dup FROM {view})"
+    )
+
+
+def _reason(table: str, column: str | None, check: str) -> str:
+    where = f"{table}.{column}" if column else table
+    return f"{where}: {check}".replace("'", "''")

@@ -11,12 +11,14 @@ import socket
 import sys
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import urlsplit
 
 import duckdb
 from pydantic import ValidationError
 
+from loyalty_model import io
 from loyalty_model.config import DuckDBConfig, SparkConfig
 from loyalty_model.errors import ConfigError, DataError, OutputError
 
@@ -29,6 +31,7 @@ Settings = TypeVar("Settings", DuckDBConfig, SparkConfig)
 ENV_MEMORY_LIMIT = "LOYALTY_DUCKDB_MEMORY_LIMIT"
 ENV_THREADS = "LOYALTY_DUCKDB_THREADS"
 ENV_TEMP_DIRECTORY = "LOYALTY_DUCKDB_TEMP_DIRECTORY"
+ENV_TEMP_ROOT = "LOYALTY_DUCKDB_TEMP_ROOT"
 ENV_SPARK_MASTER = "LOYALTY_SPARK_MASTER"
 ENV_SPARK_DRIVER_MEMORY = "LOYALTY_SPARK_DRIVER_MEMORY"
 ENV_SPARK_EXECUTOR_MEMORY = "LOYALTY_SPARK_EXECUTOR_MEMORY"
@@ -65,6 +68,7 @@ def duckdb_settings(cfg: DuckDBConfig) -> DuckDBConfig:
         "memory_limit": ENV_MEMORY_LIMIT,
         "threads": ENV_THREADS,
         "temp_directory": ENV_TEMP_DIRECTORY,
+        "temp_root": ENV_TEMP_ROOT,
     }
     return _with_environment(cfg, names, "LOYALTY_DUCKDB_*")
 
@@ -88,12 +92,17 @@ def _with_environment(cfg: Settings, names: dict[str, str], family: str) -> Sett
 @contextlib.contextmanager
 def duckdb_session(cfg: DuckDBConfig) -> Iterator[duckdb.DuckDBPyConnection]:
     """A connection with the config's (and environment's) memory cap, threads and spill
-    folder (a fresh temporary one unless set), closed and cleaned up afterwards."""
+    folder, closed and cleaned up afterwards. Unless duckdb.temp_directory is set, the spill
+    folder is a fresh one under duckdb.temp_root (`spill_folder`), removed afterwards: also
+    when SIGTERM or SIGINT stops the run (io.exit_on_signals); the next run removes one that
+    SIGKILL left."""
     s = duckdb_settings(cfg)
     with contextlib.ExitStack() as stack:
         spill = s.temp_directory
         if spill is None:
-            spill = stack.enter_context(tempfile.TemporaryDirectory(prefix="loyalty-spill-"))
+            with io.signals_deferred():  # SIGTERM meanwhile: raised once the removal is armed
+                spill = spill_folder(s.temp_root)
+                stack.callback(shutil.rmtree, spill, ignore_errors=True)
         try:
             con = duckdb_connection(s.threads, s.memory_limit, str(spill))
         except duckdb.Error as exc:
@@ -108,9 +117,29 @@ def duckdb_session(cfg: DuckDBConfig) -> Iterator[duckdb.DuckDBPyConnection]:
             ) from exc
         except duckdb.IOException as exc:  # most often a full disk under the spill folder
             raise OutputError(
-                f"DuckDB: {_line(exc)} (spill folder {spill}: set duckdb.temp_directory to a "
-                "disk with room, or raise duckdb.memory_limit)"
+                f"DuckDB: {_line(exc)} (spill folder {spill}: set duckdb.temp_directory or "
+                "duckdb.temp_root to a disk with room, or raise duckdb.memory_limit)"
             ) from exc
+
+
+SPILL_PREFIX = "loyalty-spill-"
+
+
+def spill_folder(root: Path | None) -> Path:
+    """A new spill folder loyalty-spill-PID-HOST-RANDOM (private to its user) under `root`
+    (default: the system temp folder), made when missing. The spill folders there of
+    processes of this machine that are gone (a run killed by SIGKILL) are removed first,
+    with a warning; a live run's are never touched."""
+    root = Path(root) if root is not None else Path(tempfile.gettempdir())
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        io.remove_leftovers(root, SPILL_PREFIX)
+        return io.make_owned_dir(root, SPILL_PREFIX, mode=0o700)
+    except OSError as exc:
+        raise ConfigError(
+            f"duckdb.temp_root {root}: cannot make a spill folder there: {exc.strerror or exc} "
+            f"(set duckdb.temp_root or {ENV_TEMP_ROOT} to a writable folder)"
+        ) from None
 
 
 def _line(exc: BaseException, limit: int = 300) -> str:
@@ -242,7 +271,8 @@ def spark_session(cfg: SparkConfig) -> Iterator[SparkSession]:
         for key, value in {**_static_conf(s), **_sql_conf(s)}.items():
             builder = builder.config(key, value)
         try:
-            base, started = builder.getOrCreate(), True
+            with io.signal_handlers_kept():  # Spark's own SIGINT handler would exit 1
+                base, started = builder.getOrCreate(), True
         except Exception as exc:  # the JVM did not start: the message is Spark's first line
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise ConfigError(f"cannot start Spark (spark.master {s.master}): {first}") from None

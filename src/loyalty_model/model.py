@@ -16,11 +16,13 @@ import numpy as np
 import pandas as pd
 
 from loyalty_model.config import ModelConfig
+from loyalty_model.drift import FeatureReference
 from loyalty_model.features import FeatureSpec
 
 BOOSTER_FILE = "booster.txt"
 SPEC_FILE = "feature_spec.json"
 CALIBRATION_FILE = "calibration.json"
+REFERENCE_FILE = "feature_reference.json"
 CALIBRATION_METHODS = ("none", "sigmoid", "isotonic")
 _EPS = 1e-6
 
@@ -218,6 +220,8 @@ class LoyaltyModel:
     booster: lgb.Booster
     spec: FeatureSpec
     calibrator: Calibrator = field(default_factory=Calibrator)
+    # the training rows' histogram of every feature, for drift at scoring (None: older models)
+    reference: FeatureReference | None = None
 
     def predict_raw(self, frame: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(to_matrix(frame, self.spec).to_numpy())
@@ -225,12 +229,18 @@ class LoyaltyModel:
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return self.calibrator.apply(self.predict_raw(frame))
 
+    def predict_matrix(self, matrix: pd.DataFrame) -> np.ndarray:
+        """predict_proba of a frame already turned into the model's matrix (to_matrix)."""
+        return self.calibrator.apply(self.booster.predict(matrix.to_numpy()))
+
     def save(self, folder: Path) -> None:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / BOOSTER_FILE))  # native text format, no pickle
         (folder / SPEC_FILE).write_text(json.dumps(self.spec.to_dict(), indent=2) + "\n")
         (folder / CALIBRATION_FILE).write_text(json.dumps(self.calibrator.to_dict()) + "\n")
+        if self.reference is not None:
+            (folder / REFERENCE_FILE).write_text(json.dumps(self.reference.to_dict()) + "\n")
 
     @classmethod
     def load(cls, folder: Path) -> LoyaltyModel:
@@ -238,7 +248,14 @@ class LoyaltyModel:
         spec = FeatureSpec.from_dict(json.loads((folder / SPEC_FILE).read_text()))
         cal_path = folder / CALIBRATION_FILE
         cal = Calibrator.from_dict(json.loads(cal_path.read_text())) if cal_path.exists() else None
-        return cls(lgb.Booster(model_file=str(folder / BOOSTER_FILE)), spec, cal or Calibrator())
+        ref_path = folder / REFERENCE_FILE
+        ref = (
+            FeatureReference.from_dict(json.loads(ref_path.read_text()))
+            if ref_path.exists()
+            else None
+        )
+        booster = lgb.Booster(model_file=str(folder / BOOSTER_FILE))
+        return cls(booster, spec, cal or Calibrator(), ref)
 
     def importance(self) -> pd.DataFrame:
         return (

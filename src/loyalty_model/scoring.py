@@ -8,7 +8,7 @@ interval, at most EXACT_MAX followers); the engine spills to disk beyond its mem
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING
@@ -17,24 +17,29 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from loyalty_model.compat import duckdb_batches
 from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.contract import tier_of
+from loyalty_model.drift import DriftCounter
 from loyalty_model.errors import ModelError, RequestError
 from loyalty_model.features import FEATURE_VERSION, build_features
 from loyalty_model.intervals import AudienceAccumulator, pooled_variance
-from loyalty_model.model import LoyaltyModel
+from loyalty_model.model import LoyaltyModel, to_matrix
 from loyalty_model.spine import scoring_spine
 from loyalty_model.timing import timed
 
 if TYPE_CHECKING:
+    import ibis.expr.types as ir
+
     from loyalty_model.tracking import ModelRef
 
 # 2.0: counts, costs and ranks on the full-audience scale; rank_cost and rank_rate replace
 # rank and rank_basis; sample fraction columns; currency in the manifest (CHANGELOG.md)
 # 2.1: the engine in the manifest; with the spark engine, follower_scores is a folder
-OUTPUT_SCHEMA_VERSION = "2.1"
+# 2.2: data_last_event, as_of_days_after_last_event, data_warnings, on_bad_rows, quarantined
+OUTPUT_SCHEMA_VERSION = "2.2"
 # below this many followers scored an audience's rate rests on a handful of people: the printed
 # ranking marks it (the interval says how much)
 THIN_SAMPLE = 30
@@ -69,10 +74,12 @@ def scoring_request(
     brand_id: str,
     as_of: str | date | None,
     influencers: Sequence[str] | None,
+    max_staleness_days: int | None = None,
 ) -> ScoringRequest:
     """Check a request against the registered tables; RequestError (one line) when the data
     cannot answer it. `as_of` (a date or YYYY-MM-DD) defaults to the day after the last
-    event; `influencers` to all of them."""
+    event; `influencers` to all of them. An as-of more than `max_staleness_days` after the
+    last event is refused (None: any): features would count the silent days as inactivity."""
     known = {r[0] for r in con.execute("SELECT brand_id FROM brands").fetchall()}
     if brand_id not in known:
         ex = ", ".join(repr(b) for b in sorted(known)[:5])
@@ -108,6 +115,14 @@ def scoring_request(
         raise RequestError(
             f"as-of {day} is not after the first event ({first.date()}): no history to score from"
         )
+    gap = (day - last.date()).days
+    if max_staleness_days is not None and gap > max_staleness_days:
+        raise RequestError(
+            f"as-of {day} is {gap:,} days after the data's last event ({last.date()}), more than "
+            f"the {max_staleness_days} allowed (data.max_staleness_days; default one label "
+            "horizon): scores would fall as if every follower had gone quiet. Pass --allow-stale "
+            "to score anyway"
+        )
     return ScoringRequest(
         brand_id,
         tuple(ids),
@@ -138,6 +153,22 @@ def check_spec(model: LoyaltyModel) -> tuple[FeatureConfig, LabelConfig]:
     return fcfg, lcfg
 
 
+def scoring_features(spine: ir.Table, tables: dict, model: LoyaltyModel) -> ir.Table:
+    """The features of a scoring spine, as the model was trained on them (its spec's windows,
+    prior and label definition), or a one-line ModelError when this package cannot build
+    every feature the model reads (a model from another version of the code)."""
+    fcfg, lcfg = check_spec(model)
+    expr = build_features(spine, tables, fcfg, lcfg)
+    missing = [n for n in model.spec.names if n not in expr.columns]
+    if missing:
+        raise ModelError(
+            f"the model reads {len(missing)} feature(s) this package does not build, e.g. "
+            f"{', '.join(missing[:5])} (both say feature spec version {FEATURE_VERSION!r}): "
+            "retrain, or install the version that trained it"
+        )
+    return expr
+
+
 def feature_batches(
     con: duckdb.DuckDBPyConnection,
     tables: dict,
@@ -148,15 +179,29 @@ def feature_batches(
     batch_rows: int,
 ) -> Iterator[pd.DataFrame]:
     """Feature frames of the scoring spine, ordered by influencer then follower."""
-    fcfg, lcfg = check_spec(model)
     spine = scoring_spine(tables, brand_id, as_of, influencer_ids)
-    expr = build_features(spine, tables, fcfg, lcfg).order_by(["influencer_id", "follower_id"])
+    expr = scoring_features(spine, tables, model).order_by(["influencer_id", "follower_id"])
     for rb in duckdb_batches(con, expr, batch_rows):
         if rb.num_rows:
             yield rb.to_pandas()
 
 
 # -- the run --------------------------------------------------------------------------------
+
+
+def pseudonymizer(key: bytes) -> Callable[[np.ndarray], np.ndarray]:
+    """follower ids -> their keyed hash: the hex HMAC-SHA256 of the id under `key`. The same
+    id and key give the same pseudonym in every run; without the key it cannot be reversed or
+    recomputed from a list of known ids."""
+    import hashlib
+    import hmac
+
+    def apply(ids: np.ndarray) -> np.ndarray:
+        return np.array(
+            [hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest() for i in ids], dtype=object
+        )
+
+    return apply
 
 
 def score(
@@ -168,38 +213,68 @@ def score(
     write: Callable[[pa.Table], None],
     on_batch: Callable[[int], None] = lambda n: None,
     seconds: dict[str, float] | None = None,
+    pseudonymize: Callable[[np.ndarray], np.ndarray] | None = None,
+    drift: DriftCounter | None = None,
 ) -> tuple[int, dict[str, AudienceAccumulator]]:
     """Score every batch, hand follower rows to `write`, accumulate audiences; the time of
-    each part (model, audience sums, write) is added to `seconds`."""
+    each part (model, audience sums, write) is added to `seconds`.
+
+    `pseudonymize`: follower ids are written as its pseudonyms, and each influencer's rows
+    ordered by pseudonym (ordered by the real id, rows could be matched to a known list of
+    followers by rank). An influencer's rows are held until all of them have been scored.
+    `drift` counts the rows scored in the bins of the model's training reference."""
     seconds = {} if seconds is None else seconds
     audiences: dict[str, AudienceAccumulator] = {}
     written = 0
     as_of_ts = pd.Timestamp(as_of)
+    held: pa.Table | None = None  # pseudonymized rows of an influencer not yet complete
+
+    def rows(followers: np.ndarray, inf: np.ndarray, p: np.ndarray) -> pa.Table:
+        n = len(p)
+        return pa.table(
+            {
+                "follower_id": pa.array(followers.astype(str), pa.string()),
+                "influencer_id": pa.array(inf.astype(str), pa.string()),
+                "brand_id": pa.array([brand_id] * n, pa.string()),
+                "as_of": pa.array([as_of_ts] * n, pa.timestamp("us", tz="UTC")),
+                "p_loyal": pa.array(p, pa.float64()),
+                "model_name": pa.array([ref.name] * n, pa.string()),
+                "model_version": pa.array([ref.version] * n, pa.string()),
+            },
+            schema=FOLLOWER_SCHEMA,
+        )
+
     for frame in batches:
         with timed(seconds, "model"):
-            p = model.predict_proba(frame)
+            matrix = to_matrix(frame, model.spec)
+            p = model.predict_matrix(matrix)
+        if drift is not None:
+            with timed(seconds, "drift"):
+                drift.add(matrix)
         inf = frame["influencer_id"].to_numpy(dtype=object)
         with timed(seconds, "audience sums"):
             accumulate(audiences, [inf], p)
-        n = len(frame)
         with timed(seconds, "write"):
-            write(
-                pa.table(
-                    {
-                        "follower_id": pa.array(frame["follower_id"].astype(str), pa.string()),
-                        "influencer_id": pa.array(inf.astype(str), pa.string()),
-                        "brand_id": pa.array([brand_id] * n, pa.string()),
-                        "as_of": pa.array([as_of_ts] * n, pa.timestamp("us", tz="UTC")),
-                        "p_loyal": pa.array(p, pa.float64()),
-                        "model_name": pa.array([ref.name] * n, pa.string()),
-                        "model_version": pa.array([ref.version] * n, pa.string()),
-                    },
-                    schema=FOLLOWER_SCHEMA,
-                )
-            )
-        written += n
-        on_batch(n)
+            followers = frame["follower_id"].to_numpy(dtype=object)
+            if pseudonymize is None:
+                write(rows(followers, inf, p))
+            else:
+                batch = rows(pseudonymize(followers), inf, p)
+                held = batch if held is None else pa.concat_tables([held, batch])
+                last = held["influencer_id"][-1].as_py()
+                done = pc.not_equal(held["influencer_id"], last)
+                write(_by_pseudonym(held.filter(done)))
+                held = held.filter(pc.invert(done))
+        written += len(frame)
+        on_batch(len(frame))
+    if held is not None:
+        with timed(seconds, "write"):
+            write(_by_pseudonym(held))
     return written, audiences
+
+
+def _by_pseudonym(t: pa.Table) -> pa.Table:
+    return t.sort_by([("influencer_id", "ascending"), ("follower_id", "ascending")])
 
 
 def accumulate(audiences: dict, keys: list[np.ndarray], p: np.ndarray) -> None:
@@ -225,13 +300,12 @@ def audiences_for(
     without follower files: what an evaluation of the model's audiences needs. The requests
     share one pass of the feature engine (a third of the time of one pass each for three
     requests on `small`)."""
-    fcfg, lcfg = check_spec(model)
     spine = None
     for brand_id, as_of, influencer_ids in requests:
         part = scoring_spine(tables, brand_id, as_of, influencer_ids)
         spine = part if spine is None else spine.union(part)
     keys = ["brand_id", "cutoff_ts", "influencer_id", "follower_id"]
-    expr = build_features(spine, tables, fcfg, lcfg).order_by(keys)
+    expr = scoring_features(spine, tables, model).order_by(keys)
     acc: dict[tuple, AudienceAccumulator] = {}
     for rb in duckdb_batches(con, expr, batch_rows):
         frame = rb.to_pandas()
@@ -359,9 +433,11 @@ def manifest(
     dispersion: float,
     audiences: pd.DataFrame,
     engine: str = "duckdb",
+    data: Mapping[str, object] | None = None,
 ) -> dict:
     """manifest.json of a prediction folder (docs/output_contract.md); `engine`: the one that
-    built the features and scored the followers."""
+    built the features and scored the followers; `data`: what reading the tables found
+    (warnings, rows quarantined per table and reason)."""
     from dataclasses import asdict
 
     from loyalty_model import __version__
@@ -378,6 +454,13 @@ def manifest(
             "all" if request.all_influencers else len(request.influencer_ids)
         ),
         "inputs": inputs,
+        "data_last_event": request.last_event.isoformat(),
+        "as_of_days_after_last_event": (request.as_of.date() - request.last_event.date()).days,
+        "data_warnings": list((data or {}).get("warnings", ())),
+        "on_bad_rows": (data or {}).get("on_bad_rows", "fail"),
+        "quarantined": dict((data or {}).get("quarantined", {})),
+        "follower_ids": _follower_ids((data or {}).get("pseudonymized_with")),
+        "drift": (data or {}).get("drift"),
         "rows_written": rows,
         "format": fmt,
         "engine": engine,
@@ -387,6 +470,13 @@ def manifest(
         "audience_dispersion": dispersion,
         "audiences": audience_summary(audiences),
     }
+
+
+def _follower_ids(variable: str | None) -> dict:
+    """How follower_scores.follower_id relates to the data's ids (the key is never here)."""
+    if variable is None:
+        return {"pseudonymized": False}
+    return {"pseudonymized": True, "method": "HMAC-SHA256, hex", "key_from_environment": variable}
 
 
 def audience_summary(aud: pd.DataFrame) -> dict:

@@ -6,10 +6,19 @@ model is a pyfunc that returns probabilities of brand-loyal conversion, never cl
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 import os
+import sqlite3
+import sys
 import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 import warnings
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,25 +61,380 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.uri or DEFAULT_URI
 
 
-def _use(cfg: TrackingConfig) -> str:
-    """Point MLflow at the store of `cfg` and return its URI.
+def _point_at(uri: str) -> None:
+    """Point MLflow at `uri`.
 
     `mlflow.set_tracking_uri` also writes MLFLOW_TRACKING_URI into the environment (for
     subprocesses); left there, the first store a process used would win over every later
     config (a notebook training into one store could never score from another). The user's
     own environment is put back."""
-    uri = tracking_uri(cfg)
     before = os.environ.get("MLFLOW_TRACKING_URI")
     mlflow.set_tracking_uri(uri)
     if before is None:
         os.environ.pop("MLFLOW_TRACKING_URI", None)
     else:
         os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+@contextlib.contextmanager
+def _store(cfg: TrackingConfig) -> Iterator[str]:
+    """MLflow pointed at the store of `cfg`, ready to use; yields its URI.
+
+    Every function of this module that talks to the store runs inside this block. A tracking
+    server (http/https) must answer its health check within `cfg.timeout_seconds`, and MLflow's
+    own HTTP retries are bounded by the same total while the block runs. A database store is
+    opened (created and migrated when new or old) before anything else touches it, under a
+    file lock for a sqlite file, so that two processes starting on a new store do not run
+    MLflow's migrations at the same time. The user's environment is put back afterwards."""
+    uri = tracking_uri(cfg)
+    http = _is_http(uri)
+    with _environ(_http_limits(cfg.timeout_seconds) if http else {}):
+        _point_at(uri)
+        if http:
+            _wait_for_server(uri, cfg.timeout_seconds)
+        elif _is_database(uri):
+            _open_database(uri)
+        yield uri
+
+
+@contextlib.contextmanager
+def _environ(values: Mapping[str, str]) -> Iterator[None]:
+    """Environment variables set for the block, then put back as they were."""
+    before = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _scheme(uri: str) -> str:
+    return uri.split(":", 1)[0].split("+", 1)[0].lower() if ":" in uri else ""
+
+
+def _is_http(uri: str) -> bool:
+    return _scheme(uri) in ("http", "https")
+
+
+def _is_database(uri: str) -> bool:
+    return _scheme(uri) in ("sqlite", "postgresql", "mysql", "mssql")
+
+
+def _shown(uri: str) -> str:
+    """The URI as it may be printed: no user name or password."""
+    if _is_http(uri):
+        parts = urllib.parse.urlsplit(uri)
+        return parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    if _is_database(uri):
+        from sqlalchemy.engine import make_url
+
+        with contextlib.suppress(Exception):
+            return make_url(uri).render_as_string(hide_password=True)
     return uri
 
 
+def _first_line(exc: BaseException, limit: int = 240) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0].strip() if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+# --- a database store: opened (created, migrated) under a lock ------------------------------
+
+
+def _sqlite_file(uri: str) -> Path | None:
+    """The database file of a sqlite URI (None: not sqlite, or in memory)."""
+    if _scheme(uri) != "sqlite":
+        return None
+    from sqlalchemy.engine import make_url
+
+    try:
+        database = make_url(uri).database
+    except Exception:  # an unparsable URI: MLflow says what is wrong with it
+        return None
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """An exclusive lock on the sqlite store of `uri` (a no-op for other stores): the file
+    DB.lock beside the database, `flock`ed.
+
+    POSIX only (`fcntl`; elsewhere no lock is taken), and only between processes that see the
+    same local file system (flock is not reliable over NFS). The lock goes with its process:
+    a killed process never leaves the store locked."""
+    path = _sqlite_file(uri)
+    fd = None if path is None else _lock_fd(path, uri)
+    if fd is None:
+        yield
+        return
+    import fcntl
+
+    try:
+        waited = time.monotonic() + 1.0
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= waited:
+                    print(
+                        f"waiting for another process that is setting up the tracking store "
+                        f"{path} (lock {path.name}.lock)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+                    break
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _lock_fd(path: Path, uri: str) -> int | None:
+    """An open descriptor of the store's lock file, or None when no lock can or need be taken:
+    no fcntl (not POSIX), or a read-only folder holding a store that already exists."""
+    try:
+        import fcntl  # noqa: F401
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    lock = path.with_name(path.name + ".lock")
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as exc:
+        if path.exists():
+            return None  # nothing to create; MLflow says if it cannot read the store
+        raise ModelError(
+            f"cannot create the tracking store {_shown(uri)}: {exc.strerror or exc} ({lock}); "
+            "point MLFLOW_TRACKING_URI (or tracking.uri) at a folder you can write"
+        ) from exc
+
+
+def _open_database(uri: str) -> None:
+    """Open the tracking and registry stores once, which makes MLflow create the tables of a
+    new store and migrate an old one; under the store's lock, so only one process migrates
+    and the others find the tables made. A store that cannot be opened is one line that says
+    how to recover."""
+    from alembic.util import CommandError
+    from sqlalchemy.exc import SQLAlchemyError
+
+    with _store_lock(uri):
+        try:
+            client = MlflowClient(uri)
+            client.search_experiments(max_results=1)
+            client.search_registered_models(max_results=1)
+        except (MlflowException, SQLAlchemyError, CommandError, sqlite3.Error) as exc:
+            raise ModelError(_broken_store(uri, exc)) from exc
+
+
+def _broken_store(uri: str, exc: BaseException) -> str:
+    shown, what = _shown(uri), _first_line(exc)
+    path = _sqlite_file(uri)
+    if path is None or not path.exists():
+        return (
+            f"tracking store {shown} cannot be opened or migrated ({what}); back it up, then run "
+            f"`mlflow db upgrade {shown}` if its schema is out of date, or point "
+            "MLFLOW_TRACKING_URI (or tracking.uri) at another store"
+        )
+    path = path.resolve()  # a batch job's cwd is not the reader's
+    left, tables = _migration_leftovers(path)
+    if left:
+        missing = [t for t in left if t.removeprefix("_alembic_tmp_") not in tables]
+        if missing:
+            return (
+                f"tracking store {shown} is broken: a schema migration stopped half-way and left "
+                f"{', '.join(missing)} in place of {', '.join(_orig(t) for t in missing)} "
+                f"({what}); restore {path} from a backup, or move it aside to start a new store"
+            )
+        drops = "; ".join(f"DROP TABLE {t}" for t in left)
+        return (
+            f"tracking store {shown} is broken: a schema migration stopped half-way and left "
+            f"the table{'s' if len(left) > 1 else ''} {', '.join(left)} ({what}); back up "
+            f"{path}, then run: sqlite3 {path} '{drops}' and retry (MLflow finishes the "
+            "migration), or move the file aside to start a new store"
+        )
+    return (
+        f"tracking store {shown} cannot be opened or migrated ({what}); back up {path}, then run "
+        f"`mlflow db upgrade {shown}` if its schema is out of date, or move the file aside to "
+        "start a new store"
+    )
+
+
+def _orig(table: str) -> str:
+    return table.removeprefix("_alembic_tmp_")
+
+
+def _migration_leftovers(path: Path) -> tuple[list[str], set[str]]:
+    """The `_alembic_tmp_*` tables of a sqlite file (an interrupted migration leaves them)
+    and every table's name; nothing when the file cannot be read."""
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = con.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return [], set()
+    tables = {r[0] for r in rows}
+    return sorted(t for t in tables if t.startswith("_alembic_tmp_")), tables
+
+
+# --- a tracking server: it must answer, and MLflow's retries fit in the timeout --------------
+
+# MLflow's HTTP client (mlflow.utils.rest_utils.http_request) reads these on every request.
+# Its defaults (7 retries, backoff factor 2, 120 s per request) wait about 4 minutes for a
+# server that is down; inside `_store` they are lowered so that one request, retries
+# included, fits in tracking.timeout_seconds.
+_HTTP_TIMEOUT = "MLFLOW_HTTP_REQUEST_TIMEOUT"  # seconds per attempt (int)
+_HTTP_RETRIES = "MLFLOW_HTTP_REQUEST_MAX_RETRIES"  # retries after the first attempt (int)
+_HTTP_BACKOFF = "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"  # sleep factor * 2**(n-1) (int)
+_HTTP_JITTER = "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER"  # plus up to this much at random (float)
+_HTTP_RETRY_AFTER = "MLFLOW_HTTP_RESPECT_RETRY_AFTER_HEADER"  # a server's Retry-After: unbounded
+
+
+def _http_worst_case(retries: int, per_try: float, factor: float, jitter: float) -> float:
+    """Seconds one MLflow request may take at worst: every attempt times out, and urllib3's
+    backoff sleeps 0 after the first failure and factor * 2**(n-1) + jitter after the nth."""
+    sleeps = sum(factor * 2 ** (n - 1) + jitter for n in range(2, retries + 1))
+    return (retries + 1) * per_try + sleeps
+
+
+def _user_number(name: str, default: float) -> float:
+    try:
+        value = float(os.environ[name])
+    except (KeyError, ValueError):
+        return default
+    return value if value >= 0 else default
+
+
+def _http_limits(total: float) -> dict[str, str]:
+    """MLflow HTTP settings under which one request, retries included, takes at most about
+    `total` seconds (an attempt is bounded per socket operation, not in all). A user's own
+    lower settings are kept."""
+    per_try = max(1, int(min(_user_number(_HTTP_TIMEOUT, 120), total // 4)))
+    factor = int(min(_user_number(_HTTP_BACKOFF, 1), 1))
+    jitter = min(_user_number(_HTTP_JITTER, 0.5), 0.5)
+    most = int(min(_user_number(_HTTP_RETRIES, 7), 7))
+    retries = 0
+    while retries < most and _http_worst_case(retries + 1, per_try, factor, jitter) <= total:
+        retries += 1
+    return {
+        _HTTP_TIMEOUT: str(per_try),
+        _HTTP_RETRIES: str(retries),
+        _HTTP_BACKOFF: str(factor),
+        _HTTP_JITTER: str(jitter),
+        _HTTP_RETRY_AFTER: "false",
+    }
+
+
+def _health_url(uri: str) -> str:
+    parts = urllib.parse.urlsplit(uri)
+    netloc = parts.netloc.rpartition("@")[2]  # no credentials: /health needs none
+    return urllib.parse.urlunsplit(
+        (parts.scheme, netloc, parts.path.rstrip("/") + "/health", "", "")
+    )
+
+
+def _no_answer(url: str, timeout: float) -> str | None:
+    """Why the server behind `url` does not answer, or None when it does. Any HTTP answer but a
+    gateway's 502/503/504 counts, and so does a TLS handshake (certificates are MLflow's
+    business: it has its own settings for them)."""
+    import http.client
+    import ssl
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout):  # http(s) only: _is_http
+            return None
+    except urllib.error.HTTPError as exc:
+        exc.close()
+        return f"HTTP {exc.code}" if exc.code in (502, 503, 504) else None
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, ssl.SSLError):
+            return None
+        reason = exc.reason
+        if isinstance(reason, TimeoutError):
+            return f"no answer within {timeout:.0f} s"
+        if isinstance(reason, OSError):
+            return (reason.strerror or str(reason)).lower()
+        return str(reason)
+    except TimeoutError:
+        return f"no answer within {timeout:.0f} s"
+    except ssl.SSLError:
+        return None
+    except (OSError, http.client.HTTPException) as exc:
+        return _first_line(exc).lower()
+
+
+def _wait_for_server(uri: str, total: float) -> None:
+    """Return when the tracking server answers its health check; retry (saying so on stderr)
+    until `total` seconds have passed, then raise a one-line ModelError."""
+    url, shown = _health_url(uri), _shown(uri)
+    deadline = time.monotonic() + total
+    delay, said_at = 0.5, None
+    while True:
+        reason = _no_answer(url, timeout=max(0.2, min(5.0, deadline - time.monotonic())))
+        if reason is None:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise ModelError(
+                f"tracking server {shown} does not answer ({reason}) after {total:g} s: start "
+                "it, or point MLFLOW_TRACKING_URI (or tracking.uri) at one that runs; "
+                "tracking.timeout_seconds sets how long to wait"
+            )
+        if said_at is None or said_at - left >= 5:
+            print(
+                f"tracking server {shown} does not answer ({reason}); "
+                f"retrying for {math.ceil(left)} s more",
+                file=sys.stderr,
+                flush=True,
+            )
+            said_at = left
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 4.0)
+
+
+def _set_alias(
+    client: MlflowClient, name: str, alias: str, version: str, only_if_absent: bool = False
+) -> bool:
+    """Point `alias` at `version` (with `only_if_absent`, only when it points nowhere yet);
+    whether it was set. Two runs setting one alias at the same moment through a tracking
+    server both insert it, and the store's unique key fails one of them (BAD_REQUEST,
+    IntegrityError): that one tries again and then sees the row."""
+    for attempt in range(5):
+        if only_if_absent:
+            try:
+                client.get_model_version_by_alias(name, alias)
+                return False
+            except MlflowException as exc:
+                if not _absent(exc):
+                    raise
+        try:
+            client.set_registered_model_alias(name, alias, version)
+            return True
+        except MlflowException:
+            if attempt == 4:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    return False
+
+
+def _absent(exc: MlflowException) -> bool:
+    """MLflow's answer for a model or alias that is not there (not: a store that failed)."""
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 class LoyaltyPyfunc(mlflow.pyfunc.PythonModel):
-    """pyfunc wrapper: a feature frame in, a `p_loyal` column of probabilities out."""
+    """pyfunc wrapper: a feature frame in, a `p_loyal` column of probabilities out. Logged as
+    code (PYFUNC_CODE, MLflow "models from code"), so the logged model holds no pickle."""
 
     def load_context(self, context) -> None:
         folder = Path(context.artifacts["model_dir"])
@@ -78,6 +442,20 @@ class LoyaltyPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         return pd.DataFrame({"p_loyal": self.model.predict_proba(model_input)})
+
+
+# the file MLflow runs to build the pyfunc when someone loads the model with
+# mlflow.pyfunc.load_model: the class comes from the installed package, the state from the
+# model's native files (booster text, JSON spec and calibration); nothing is unpickled
+PYFUNC_CODE = '''"""loyalty_model's pyfunc, logged as code: no pickle in this model."""
+
+import mlflow
+
+from loyalty_model.tracking import LoyaltyPyfunc
+
+mlflow.models.set_model(LoyaltyPyfunc())
+'''
+MODEL_FILES = "model_dir"  # the pyfunc's artifact holding the native model files
 
 
 @dataclass(frozen=True)
@@ -101,10 +479,19 @@ def _pip_requirements() -> list[str]:
 
 def _experiment_id(name: str) -> str:
     """The experiment's id, created when new. Not `mlflow.set_experiment`, which would leave
-    it active (and in MLFLOW_EXPERIMENT_ID) for whatever the process runs next."""
+    it active (and in MLFLOW_EXPERIMENT_ID) for whatever the process runs next. Two runs that
+    start together on a new store may both try to create it: the second uses the first's."""
     client = MlflowClient()
     found = client.get_experiment_by_name(name)
-    return found.experiment_id if found is not None else client.create_experiment(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name)
+    except MlflowException:
+        found = client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
 
 
 def log_training_run(
@@ -113,7 +500,19 @@ def log_training_run(
     """One run: params, metrics, text artifacts, figures, the pyfunc model; register it and
     give it alias `challenger` (and `champion` when there is none yet)."""
     _quiet()
-    _use(cfg.tracking)
+    with _store(cfg.tracking) as uri:
+        try:
+            return _log_training_run(uri, cfg, model, record, example)
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot log the training run to the tracking store {_shown(uri)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+
+
+def _log_training_run(
+    uri: str, cfg: Config, model: LoyaltyModel, record: RunRecord, example: pd.DataFrame
+) -> Registered:
     name = cfg.tracking.model_name
     run_in = _experiment_id(cfg.tracking.experiment)
     with mlflow.start_run(experiment_id=run_in) as run, tempfile.TemporaryDirectory() as tmp:
@@ -130,10 +529,12 @@ def log_training_run(
         ints = [c for c in x.columns if pd.api.types.is_integer_dtype(x[c])]
         x[ints] = x[ints].astype("float64")  # counts may be missing at scoring time
         signature = infer_signature(x, pd.DataFrame({"p_loyal": model.predict_proba(x)}))
-        info = mlflow.pyfunc.log_model(  # a python object: the class ships in this package
+        code = Path(tmp) / "loyalty_pyfunc.py"
+        code.write_text(PYFUNC_CODE)
+        info = mlflow.pyfunc.log_model(  # models from code: the class ships in this package
             name="model",
-            python_model=LoyaltyPyfunc(),
-            artifacts={"model_dir": str(model_dir)},
+            python_model=str(code),
+            artifacts={MODEL_FILES: str(model_dir)},
             signature=signature,
             input_example=x.head(5),
             pip_requirements=_pip_requirements(),
@@ -142,13 +543,14 @@ def log_training_run(
         )
         version = str(info.registered_model_version)
         client = MlflowClient()
-        client.set_registered_model_alias(name, CHALLENGER, version)
+        _set_alias(client, name, CHALLENGER, version)
         aliases = [CHALLENGER]
-        try:
-            client.get_model_version_by_alias(name, CHAMPION)
-        except MlflowException:
-            client.set_registered_model_alias(name, CHAMPION, version)
-            aliases.append(CHAMPION)
+        # look and set under the store's lock (sqlite), so that of two runs registering at
+        # once on a new store only one becomes the champion; a server has no such lock: the
+        # store's unique key refuses the second of two at once, which then finds the first's
+        with _store_lock(uri):
+            if _set_alias(client, name, CHAMPION, version, only_if_absent=True):
+                aliases.append(CHAMPION)
         mlflow.set_tag("aliases_at_registration", ",".join(aliases))
         return Registered(
             run.info.run_id,
@@ -161,8 +563,13 @@ def log_training_run(
 
 
 def load_pyfunc(uri: str, cfg: TrackingConfig) -> mlflow.pyfunc.PyFuncModel:
-    _use(cfg)
-    return mlflow.pyfunc.load_model(uri)
+    with _store(cfg) as store:
+        try:
+            return mlflow.pyfunc.load_model(uri)
+        except (MlflowException, OSError) as exc:
+            raise ModelError(
+                f"cannot load model {uri!r} from {_shown(store)}: {_first_line(exc)}"
+            ) from exc
 
 
 @dataclass(frozen=True)
@@ -178,7 +585,11 @@ class ModelRef:
 def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, ModelRef]:
     """The packaged model behind a models:/ or runs:/ URI and what identifies it."""
     _quiet()
-    _use(cfg)
+    with _store(cfg) as store:
+        return _load_for_scoring(uri, store)
+
+
+def _load_for_scoring(uri: str, store: str) -> tuple[LoyaltyModel, ModelRef]:
     name = version = run_id = None
     try:
         if uri.startswith("models:/"):
@@ -191,15 +602,34 @@ def load_for_scoring(uri: str, cfg: TrackingConfig) -> tuple[LoyaltyModel, Model
                 name, _, ver = rest.partition("/")
                 mv = client.get_model_version(name, ver)
             version, run_id = str(mv.version), mv.run_id
-        loaded = mlflow.pyfunc.load_model(uri)
+        with tempfile.TemporaryDirectory(prefix="loyalty-model-") as tmp:
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+            files, logged_run = _native_files(folder, uri)
+            model = LoyaltyModel.load(files)
     except (MlflowException, OSError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelError(f"cannot load model {uri!r} from {tracking_uri(cfg)}: {first}") from exc
-    inner = loaded.unwrap_python_model()
-    if not isinstance(inner, LoyaltyPyfunc):
-        raise ModelError(f"model {uri!r} is not a loyalty_model pyfunc")
-    run_id = run_id or loaded.metadata.run_id
-    return inner.model, ModelRef(uri, name, version, run_id)
+        raise ModelError(
+            f"cannot load model {uri!r} from {_shown(store)}: {_first_line(exc)}"
+        ) from exc
+    return model, ModelRef(uri, name, version, run_id or logged_run)
+
+
+def _native_files(folder: Path, uri: str) -> tuple[Path, str | None]:
+    """The folder of the model's native files (booster text, JSON spec and calibration), read
+    from the MLmodel file (YAML) of a downloaded model, and the run that logged it. Scoring
+    reads only these: it neither unpickles nor runs anything from the tracking store."""
+    import yaml
+
+    mlmodel = folder / "MLmodel"
+    meta = yaml.safe_load(mlmodel.read_text()) if mlmodel.is_file() else None
+    flavor = ((meta or {}).get("flavors") or {}).get("python_function") or {}
+    path = ((flavor.get("artifacts") or {}).get(MODEL_FILES) or {}).get("path")
+    files = folder / path if path else None
+    if files is None or not (files / BOOSTER_FILE).is_file() or not (files / SPEC_FILE).is_file():
+        raise ModelError(
+            f"model {uri!r} is not a loyalty_model model (no {MODEL_FILES} artifact with "
+            f"{BOOSTER_FILE} and {SPEC_FILE})"
+        )
+    return files, meta.get("run_id")
 
 
 @dataclass(frozen=True)
@@ -211,13 +641,18 @@ class Champion:
 def load_champion(cfg: TrackingConfig) -> Champion | None:
     """The current champion and its version, or None when there is none yet."""
     _quiet()
-    _use(cfg)
-    try:
-        mv = MlflowClient().get_model_version_by_alias(cfg.model_name, CHAMPION)
-    except MlflowException:
-        return None
-    model, _ = load_for_scoring(f"models:/{cfg.model_name}/{mv.version}", cfg)
-    return Champion(model, str(mv.version))
+    with _store(cfg) as store:
+        try:
+            mv = MlflowClient().get_model_version_by_alias(cfg.model_name, CHAMPION)
+        except MlflowException as exc:
+            if _absent(exc):
+                return None
+            raise ModelError(
+                f"cannot look up the champion of model {cfg.model_name!r} in {_shown(store)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        model, _ = _load_for_scoring(f"models:/{cfg.model_name}/{mv.version}", store)
+        return Champion(model, str(mv.version))
 
 
 @dataclass(frozen=True)
@@ -233,35 +668,54 @@ def candidate(cfg: TrackingConfig, version: str | None) -> Candidate:
     """A registered version (default: the challenger) with its run's metrics, and the
     current champion's version."""
     _quiet()
-    _use(cfg)
-    client = MlflowClient()
-    name = cfg.model_name
-    try:
-        mv = (
-            client.get_model_version(name, version)
-            if version
-            else client.get_model_version_by_alias(name, CHALLENGER)
-        )
-    except MlflowException as exc:
-        what = f"version {version}" if version else f"alias {CHALLENGER}"
-        raise ModelError(f"model {name!r} has no {what} in {tracking_uri(cfg)}") from exc
-    run = client.get_run(mv.run_id)
-    try:
-        champ = str(client.get_model_version_by_alias(name, CHAMPION).version)
-    except MlflowException:
-        champ = None
-    return Candidate(str(mv.version), mv.run_id, run.data.metrics, run.data.tags, champ)
+    with _store(cfg) as store:
+        client = MlflowClient()
+        name = cfg.model_name
+        try:
+            mv = (
+                client.get_model_version(name, version)
+                if version
+                else client.get_model_version_by_alias(name, CHALLENGER)
+            )
+        except MlflowException as exc:
+            if not _absent(exc):
+                raise ModelError(
+                    f"cannot look up model {name!r} in {_shown(store)}: {_first_line(exc)}"
+                ) from exc
+            what = f"version {version}" if version else f"alias {CHALLENGER}"
+            raise ModelError(f"model {name!r} has no {what} in {_shown(store)}") from exc
+        try:
+            run = client.get_run(mv.run_id)
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot read the run {mv.run_id} of model {name!r} version {mv.version} in "
+                f"{_shown(store)}: {_first_line(exc)}"
+            ) from exc
+        try:
+            champ = str(client.get_model_version_by_alias(name, CHAMPION).version)
+        except MlflowException as exc:
+            if not _absent(exc):
+                raise ModelError(
+                    f"cannot look up model {name!r} in {_shown(store)}: {_first_line(exc)}"
+                ) from exc
+            champ = None
+        return Candidate(str(mv.version), mv.run_id, run.data.metrics, run.data.tags, champ)
 
 
 def record_promotion(
     cfg: TrackingConfig, cand: Candidate, promoted: bool, summary: str, forced: bool
 ) -> None:
     """Log the gate's decision on the candidate's run; move `champion` when promoted."""
-    _use(cfg)
-    client = MlflowClient()
-    client.set_tag(cand.run_id, "gate.decision", "promoted" if promoted else "rejected")
-    client.set_tag(cand.run_id, "gate.reasons", summary[:5000])
-    client.set_tag(cand.run_id, "gate.forced", str(forced).lower())
-    client.set_tag(cand.run_id, "gate.champion_before", str(cand.champion_version))
-    if promoted:
-        client.set_registered_model_alias(cfg.model_name, CHAMPION, cand.version)
+    with _store(cfg) as store:
+        client = MlflowClient()
+        try:
+            client.set_tag(cand.run_id, "gate.decision", "promoted" if promoted else "rejected")
+            client.set_tag(cand.run_id, "gate.reasons", summary[:5000])
+            client.set_tag(cand.run_id, "gate.forced", str(forced).lower())
+            client.set_tag(cand.run_id, "gate.champion_before", str(cand.champion_version))
+            if promoted:
+                client.set_registered_model_alias(cfg.model_name, CHAMPION, cand.version)
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot record the promotion decision in {_shown(store)}: {_first_line(exc)}"
+            ) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 import duckdb
@@ -15,7 +15,8 @@ import pandas as pd
 from loyalty_model import engines, features, io, scoring, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
 from loyalty_model.contract import TABLES
-from loyalty_model.errors import DataError
+from loyalty_model.drift import FeatureReference
+from loyalty_model.errors import ConfigError, DataError
 from loyalty_model.evaluate import (
     Evaluation,
     audiences_against_truth,
@@ -36,6 +37,7 @@ from loyalty_model.model import (
     fit,
     fit_calibrator,
     fit_trees,
+    to_matrix,
 )
 from loyalty_model.timing import timed
 
@@ -52,6 +54,8 @@ class TrainingOutcome:
     evaluation: Evaluation
     window: dict[str, str]  # split boundaries and the data window, for the model card
     truth: TruthCheck | None = None  # audiences against the simulator's truth, where known
+    read: io.Tables | None = None  # warnings about the data, rows dropped per reason
+    quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)  # the rows dropped
 
 
 @dataclass
@@ -121,6 +125,12 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
         "audiences_test.csv": ev.audiences.to_csv(index=False),
         "model_card.md": model_card(cfg, outcome),
     }
+    if outcome.read is not None and outcome.read.warnings:
+        artifacts["data_warnings.txt"] = "\n".join(outcome.read.warnings) + "\n"
+    if outcome.read is not None and outcome.read.dropped:
+        artifacts["quarantine/summary.json"] = json.dumps(outcome.read.dropped, indent=2)
+    for name, rows in outcome.quarantine.items():
+        artifacts[f"quarantine/{name}.csv"] = rows.to_csv(index=False)
     if outcome.truth is not None:
         artifacts["audiences_vs_truth.csv"] = outcome.truth.scenarios.to_csv(index=False)
         artifacts["audience_tiers_vs_truth.csv"] = outcome.truth.tiers.to_csv(index=False)
@@ -178,21 +188,33 @@ def audiences_against_scenarios(
 
 
 def build_training_frame(
-    con: duckdb.DuckDBPyConnection, cfg: Config
+    con: duckdb.DuckDBPyConnection, cfg: Config, read: io.Tables | None = None
 ) -> tuple[pd.DataFrame, spine.TrainingSpine]:
     """Register and validate the tables (on DuckDB), build the labelled spine and its
     features on the config's engine. On Spark the frame is collected to this machine, where
     LightGBM trains (on a sample, data.sample_fraction, when it would not fit)."""
-    views = io.register_tables(con, cfg.data.dir)
+    read = read or io.prepare_tables(con, cfg.data.dir, cfg.data.on_bad_rows)
     data_end = con.execute("SELECT max(event_ts) FROM events").fetchall()[0][0]
     if cfg.data.engine == "spark":
         from loyalty_model import spark
 
+        spark_reads_the_files(read)
         with engines.spark_session(cfg.spark) as session:
             tables = spark.spark_tables(session, cfg.data.dir)
             with engines.spark_job("building the training features"):
                 return _training_frame(tables, cfg, data_end)
-    return _training_frame(engines.ibis_tables(con, list(views)), cfg, data_end)
+    return _training_frame(engines.ibis_tables(con, list(read.views)), cfg, data_end)
+
+
+def spark_reads_the_files(read: io.Tables) -> None:
+    """Spark reads the table files themselves, so rows dropped on DuckDB would be back: a
+    one-line refusal, rather than features from rows the manifest says were set aside."""
+    if read.dropped:
+        raise ConfigError(
+            f"data.on_bad_rows=drop set aside {read.dropped_rows():,} rows "
+            f"({', '.join(sorted(read.dropped))}), but the spark engine reads the files as they "
+            "are: write the data without them, or use --engine duckdb"
+        )
 
 
 def _training_frame(
@@ -235,7 +257,10 @@ def _fit_and_evaluate(
     timings: dict[str, float] = {}
     stage(f"building point-in-time features on {cfg.data.engine}")
     with timed(timings, "feature_seconds"):
-        frame, sp = build_training_frame(con, cfg)
+        read = io.prepare_tables(con, cfg.data.dir, cfg.data.on_bad_rows)
+        for warning in read.warnings:
+            log.warning(warning)
+        frame, sp = build_training_frame(con, cfg, read)
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
         raise DataError(
@@ -293,7 +318,13 @@ def _fit_and_evaluate(
         "test_to": str(parts["test"]["cutoff_ts"].max()),
         "data_end": str(sp.data_end),
     }
-    return TrainingOutcome(model, metrics, sizes, parts, timings, evaluation, window, check)
+    quarantine = {
+        name: con.execute(sql).df() for name, sql in read.quarantine.items()
+    }  # the rows dropped (data.on_bad_rows=drop), logged with the run
+    sizes["rows_quarantined"] = float(read.dropped_rows())
+    return TrainingOutcome(
+        model, metrics, sizes, parts, timings, evaluation, window, check, read, quarantine
+    )
 
 
 def split(
@@ -379,6 +410,8 @@ def fit_and_calibrate(
     stage(f"refitting on train and valid ({len(both):,} rows, {final_trees} trees)")
     with timed(seconds, "refit_seconds"):
         model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
+    # what the served model learnt on, for drift at scoring (drift.py)
+    model = replace(model, reference=FeatureReference.of(to_matrix(both, spec), spec.categorical))
     info = {
         **seconds,
         "best_iteration": float(trees),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -97,3 +98,75 @@ def test_the_truth_check_scores_a_sample_of_whole_audiences(tiny_trained, tiny_w
     card = model_card(tiny_config, replace(tiny_trained.outcome, truth=check))
     assert "a reproducible sample of whole audiences" in card
     assert "a reproducible sample" not in model_card(tiny_config, tiny_trained.outcome)
+
+
+def test_a_model_reading_features_this_package_does_not_build_is_refused(
+    tiny_trained, tiny_world, tiny_config
+):
+    import copy
+    from dataclasses import replace
+
+    from loyalty_model import engines, io, scoring
+    from loyalty_model.errors import ModelError
+
+    model = copy.copy(tiny_trained.outcome.model)
+    model.spec = replace(model.spec, names=(*model.spec.names, "fi_gone_7d"))
+    with engines.duckdb_session(tiny_config.duckdb) as con:
+        tables = engines.ibis_tables(con, list(io.register_tables(con, tiny_world)))
+        with pytest.raises(ModelError) as info:
+            next(
+                scoring.feature_batches(
+                    con, tables, "b0001", pd.Timestamp("2024-06-01", tz="UTC"), None, model, 1000
+                )
+            )
+    assert str(info.value).startswith(
+        "the model reads 1 feature(s) this package does not build, e.g. fi_gone_7d"
+    )
+
+
+def test_scoring_unpickles_nothing_and_the_logged_model_holds_no_pickle(
+    tiny_trained, tiny_world, tiny_config, tmp_path, monkeypatch
+):
+    """Anyone who can write to the artifact store must not be able to run code in the batch
+    job: predict reads the model's native files only, and the model is logged as code."""
+    import pickle
+
+    import cloudpickle
+    from mlflow import MlflowClient
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a pickle was read while scoring")
+
+    for module in (pickle, cloudpickle):
+        monkeypatch.setattr(module, "load", refuse)
+        monkeypatch.setattr(module, "loads", refuse)
+    result = lm.predict(
+        tiny_world, "b0001", tmp_path / "o", model=tiny_trained.model_uri, config=tiny_config
+    )
+    assert result.rows["follower_scores"] > 0
+    assert result.manifest["model"]["run_id"] == tiny_trained.run_id
+    monkeypatch.undo()
+    client = MlflowClient(tracking_uri=tiny_config.tracking.uri)
+
+    def files(path: str) -> list[str]:
+        out = []
+        for a in client.list_artifacts(tiny_trained.run_id, path):
+            out += files(a.path) if a.is_dir else [a.path]
+        return out
+
+    logged = files("model")
+    assert "model/MLmodel" in logged and any(f.endswith("booster.txt") for f in logged)
+    assert not [f for f in logged if f.endswith((".pkl", ".pickle", ".joblib"))], logged
+    # and MLflow itself still loads it (running the logged code, not unpickling)
+    pyfunc = lm_tracking_load(tiny_trained.model_uri, tiny_config)
+    frame = tiny_trained.outcome.frames["test"].head(5)[list(tiny_trained.outcome.model.spec.names)]
+    ints = [c for c in frame.columns if pd.api.types.is_integer_dtype(frame[c])]
+    frame = frame.astype(dict.fromkeys(ints, "float64"))  # the signature: counts as doubles
+    p = pyfunc.predict(frame)["p_loyal"].to_numpy()
+    assert np.allclose(p, tiny_trained.outcome.model.predict_proba(frame))
+
+
+def lm_tracking_load(uri, cfg):
+    from loyalty_model import tracking
+
+    return tracking.load_pyfunc(uri, cfg.tracking)

@@ -50,6 +50,24 @@ def test_validate_reports_problems_and_exits_2(tiny_world, tmp_path):
     assert "2 problem(s)" in result.output
 
 
+def test_validate_with_drop_lists_the_rows_it_would_drop_and_fails_on_whole_tables(
+    tiny_world, tmp_path
+):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    ev = pd.read_parquet(data / "events.parquet")
+    ev.loc[ev.index[:3], "event_type"] = "poke"
+    ev.to_parquet(data / "events.parquet", index=False)
+    result = runner.invoke(app, ["validate", "--data", str(data), "--on-bad-rows", "drop"])
+    assert result.exit_code == 0, result.output
+    assert "would drop: events.event_type: not one of" in result.output
+    assert "satisfies the data contract once those rows are dropped" in result.output
+    (data / "brands.parquet").unlink()
+    result = runner.invoke(app, ["validate", "--data", str(data), "--on-bad-rows", "drop"])
+    assert result.exit_code == 2 and "1 problem(s)" in result.output
+    assert "✗ brands: table not found" in result.output
+
+
 def test_validate_missing_directory(tmp_path):
     result = runner.invoke(app, ["validate", "--data", str(tmp_path / "nope")])
     assert result.exit_code == 2

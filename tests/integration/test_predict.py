@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import duckdb
 import numpy as np
@@ -153,7 +154,19 @@ def test_manifest(scored, trained):
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["name"] == "audience-loyalty" and m["model"]["version"] == "1"
     assert m["model"]["run_id"] and m["model"]["uri"] == "models:/audience-loyalty@champion"
-    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.1"
+    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.2"
+    last = pd.read_parquet(trained / "events.parquet").event_ts.max()
+    assert m["data_last_event"] == last.isoformat() and m["as_of_days_after_last_event"] == 1
+    assert m["data_warnings"] == [] and m["on_bad_rows"] == "fail" and m["quarantined"] == {}
+    assert m["follower_ids"] == {"pseudonymized": False}
+    drift = m["drift"]  # every feature the model reads, against its training rows
+    assert (
+        drift["rows_scored"] == m["rows_written"]["follower_scores"] and drift["threshold"] == 0.25
+    )
+    assert len(drift["psi"]) > 50 and all(v >= 0 for v in drift["psi"].values())
+    assert drift["flagged"] == sorted(
+        (k for k, v in drift["psi"].items() if v > 0.25), key=lambda k: -drift["psi"][k]
+    )
     assert m["currency"] == "USD" and m["scale"] == "full_audience" and m["engine"] == "duckdb"
     aud = m["audiences"]
     assert aud["influencers"] == 12 and aud["sample_fraction_declared"] == 12
@@ -219,6 +232,10 @@ def test_influencer_subset_and_file(trained, tmp_path):
         (["--influencers", "i0001,zz9,zz8"], "2 unknown influencer(s), e.g. 'zz8', 'zz9'"),
         (["--as-of", "2020-01-01"], "is not after the first event"),
         (["--as-of", "someday"], "as-of must be a date YYYY-MM-DD"),
+        (
+            ["--as-of", "2030-01-01"],
+            "days after the data's last event (2025-02-03), more than the 90",
+        ),
         (["--model", "models:/audience-loyalty@nope"], "cannot load model"),
         (["--format", "xlsx"], "format must be parquet or csv"),
     ],
@@ -234,3 +251,119 @@ def test_bad_arguments_fail_cleanly_and_write_nothing(trained, tmp_path, extra, 
     assert "Traceback" not in result.output
     assert [p.name for p in out.iterdir()] == ["previous.txt"]
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no temp folder left behind
+
+
+def test_a_stale_as_of_is_scored_when_allowed_and_says_how_stale(trained, tmp_path):
+    result = run_predict(trained, tmp_path / "o", "--as-of", "2030-01-01", "--allow-stale")
+    assert result.exit_code == 0, result.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert (
+        m["as_of_days_after_last_event"]
+        == (pd.Timestamp("2030-01-01") - pd.Timestamp("2025-02-03")).days
+    )
+
+
+def _copy_world(src, dst):
+    dst.mkdir()
+    for name in ("events", "follows", "influencers", "brands", "campaigns"):
+        (dst / f"{name}.parquet").write_bytes((src / f"{name}.parquet").read_bytes())
+    return dst
+
+
+def test_bad_rows_fail_by_default_and_drop_to_quarantine_without_changing_scores(
+    trained, scored, tmp_path
+):
+    data = _copy_world(trained, tmp_path / "data")
+    events = pd.read_parquet(data / "events.parquet")
+    future = events.iloc[:3].assign(event_ts=pd.Timestamp("2100-01-01", tz="UTC"))
+    again = events.sample(100, random_state=1)
+    pd.concat([events, future, again], ignore_index=True).to_parquet(data / "events.parquet")
+    refused = run_predict(data, tmp_path / "refused")
+    assert refused.exit_code == 2 and "Traceback" not in refused.output
+    assert "events.event_ts: after the moment of the run" in refused.output
+    assert "(+1 more problems; run `loyalty-model validate`)" in refused.output
+    assert not (tmp_path / "refused").exists()
+
+    out = tmp_path / "dropped"
+    result = run_predict(data, out, "--on-bad-rows", "drop")
+    assert result.exit_code == 0, result.output
+    assert "dropped: 100 row(s): events: exact duplicate row" in result.output
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["on_bad_rows"] == "drop"
+    assert m["quarantined"] == {
+        "events": {
+            "events: exact duplicate row": 100,
+            m_future(m): 3,
+        }
+    }
+    q = pd.read_parquet(out / "quarantine" / "events.parquet")
+    assert len(q) == 103 and set(q.reason) == set(m["quarantined"]["events"])
+    # what is left is the clean world: the same scores, byte for byte
+    clean, _ = scored
+    for name in ("follower_scores.parquet", "audience_scores.parquet"):
+        assert (out / name).read_bytes() == (clean / name).read_bytes(), name
+
+
+def m_future(manifest) -> str:
+    """The reason of the future events (it names the moment of the run)."""
+    (reason,) = [r for r in manifest["quarantined"]["events"] if "after the moment" in r]
+    assert reason.startswith("events.event_ts: after the moment of the run (")
+    return reason
+
+
+def test_an_empty_campaigns_table_is_scored_with_a_warning(trained, tmp_path):
+    data = _copy_world(trained, tmp_path / "data")
+    pd.read_parquet(data / "campaigns.parquet").iloc[:0].to_parquet(data / "campaigns.parquet")
+    result = run_predict(data, tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert "warning: campaigns: the table is empty" in result.output
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert len(m["data_warnings"]) == 1 and m["data_warnings"][0].startswith("campaigns: the ")
+
+
+def test_pseudonymized_follower_ids_are_keyed_hashes_and_the_key_is_nowhere(
+    trained, scored, tmp_path, monkeypatch
+):
+    import hmac
+    import os
+
+    secret = "s3cr3t-Key-7f1c9a"
+    monkeypatch.setenv("LOYALTY_TEST_KEY", secret)
+    out = tmp_path / "pseudo"
+    result = run_predict(
+        trained, out, "--pseudonymize-followers", "LOYALTY_TEST_KEY", "--batch-rows", "1000"
+    )
+    assert result.exit_code == 0, result.output
+    clean, _ = scored
+    plain = pd.read_parquet(clean / "follower_scores.parquet")
+    got = pd.read_parquet(out / "follower_scores.parquet")
+
+    def pseudonym(i: str) -> str:
+        return hmac.new(secret.encode(), i.encode(), "sha256").hexdigest()
+
+    expected = plain.assign(follower_id=plain.follower_id.map(pseudonym))
+    expected = expected.sort_values(["influencer_id", "follower_id"], ignore_index=True)
+    pd.testing.assert_frame_equal(got, expected)  # rows ordered by pseudonym, not by the real id
+    assert (out / "audience_scores.parquet").read_bytes() == (
+        clean / "audience_scores.parquet"
+    ).read_bytes()
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["follower_ids"] == {
+        "pseudonymized": True,
+        "method": "HMAC-SHA256, hex",
+        "key_from_environment": "LOYALTY_TEST_KEY",
+    }
+    # the key is in no output, no log line and nothing the tracking store holds
+    assert secret not in result.output
+    # (the `trained` fixture runs this module in its tracking store's folder: mlflow.db, mlruns)
+    for root in (tmp_path, Path(os.getcwd())):
+        for path in root.rglob("*"):
+            if path.is_file():
+                assert secret.encode() not in path.read_bytes(), path
+    # a missing key is one line, and nothing is written
+    monkeypatch.delenv("LOYALTY_TEST_KEY")
+    missing = run_predict(
+        trained, tmp_path / "none", "--pseudonymize-followers", "LOYALTY_TEST_KEY"
+    )
+    assert missing.exit_code == 2 and "'LOYALTY_TEST_KEY' is not set or empty" in missing.output
+    assert not (tmp_path / "none").exists()

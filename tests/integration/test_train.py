@@ -4,6 +4,7 @@ and on a sparse world that is nothing like the simulator."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,6 +150,11 @@ def test_bad_inputs_fail_cleanly(tmp_path, store):
     assert result.exit_code == 2 and "label.horizon: unknown key" in result.output
     result = runner.invoke(app, ["train", "--data", str(tmp_path)])
     assert result.exit_code == 2 and "table not found" in result.output
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("model:\n  seed: [1\n")
+    result = runner.invoke(app, ["train", "--config", str(broken)])
+    assert result.exit_code == 2 and "broken.yaml: not valid YAML at line 3" in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "mlruns").exists()
 
 
@@ -166,7 +172,8 @@ def sparse_world() -> dict[str, pd.DataFrame]:
                     rows.append((when, f, None, "B", None, "purchase", 25.0))
     rows.append((ts("2025-04-01"), "u000", None, "B", None, "purchase", 25.0))  # data end
     return {
-        "events": events_frame(rows),
+        # two purchases drawn on one day are one row twice: the contract refuses exact copies
+        "events": events_frame(rows).drop_duplicates(ignore_index=True),
         "follows": pd.DataFrame(
             {
                 "follower_id": followers,
@@ -298,3 +305,35 @@ def test_promote_refuses_a_stale_comparison(tiny_world, store):
     assert promote("--version", "2", "--force").exit_code == 0  # champion is now v2
     result = promote("--version", "3")
     assert result.exit_code == 2 and "compared with champion v1" in result.output
+    # a version trained while there was no champion (two first runs at once), said in words
+    client = MlflowClient(tracking_uri=store)
+    client.set_tag(
+        client.get_model_version("audience-loyalty", "3").run_id, "champion_compared", "none"
+    )
+    result = promote("--version", "3")
+    assert result.exit_code == 2 and "compared with no champion at training time" in result.output
+    assert "vnone" not in result.output
+
+
+def test_train_drops_bad_rows_only_when_asked_and_logs_them_with_the_run(
+    tiny_world, store, tmp_path
+):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_world, data)
+    ev = pd.read_parquet(data / "events.parquet")
+    pd.concat([ev, ev.iloc[:5]], ignore_index=True).to_parquet(data / "events.parquet")
+    refused = runner.invoke(app, ["train", "--data", str(data)])
+    assert refused.exit_code == 2 and "events: exact duplicate rows in 5 rows" in refused.output
+    out = train(data, "--on-bad-rows", "drop")
+    assert "dropped: 5 row(s): events: exact duplicate row" in out
+    client = MlflowClient(tracking_uri=store)
+    mv = client.get_model_version_by_alias("audience-loyalty", "champion")
+    run = client.get_run(mv.run_id)
+    assert run.data.metrics["rows_quarantined"] == 5
+    assert run.data.params["data.on_bad_rows"] == "drop"
+    q = pd.read_csv(client.download_artifacts(mv.run_id, "quarantine/events.csv"))
+    assert len(q) == 5 and set(q.reason) == {"events: exact duplicate row"}
+    summary = json.loads(
+        Path(client.download_artifacts(mv.run_id, "quarantine/summary.json")).read_text()
+    )
+    assert summary == {"events": {"events: exact duplicate row": 5}}

@@ -51,6 +51,42 @@ def test_unknown_key_in_yaml_file_is_rejected(tmp_path):
         load_config(path)
 
 
+def test_unknown_key_suggests_the_closest_known_one(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  learning_rte: 0.1\ngaet:\n  metric: test_roc_auc\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "model.learning_rte: unknown key (did you mean 'learning_rate'?)" in str(info.value)
+    assert "gaet: unknown key (did you mean 'gate'?)" in str(info.value)
+    with pytest.raises(ConfigError, match=r"model.zzz: unknown key$"):
+        load_config(None, ["model.zzz=1"])
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("model:\n  learning_rate: [0.1\n", "c.yaml: not valid YAML at line 3, column 1: "),
+        ("model: {a: 1\n", "c.yaml: not valid YAML at line 2"),
+        (
+            "model:\n  num_leaves: 7\n  num_leaves: 31\n",
+            "c.yaml: key 'num_leaves' given twice (lines 2 and 3)",
+        ),
+        ("model:\n  seed: 1\nmodel:\n  seed: 2\n", "key 'model' given twice (lines 1 and 3)"),
+    ],
+)
+def test_a_broken_or_ambiguous_yaml_file_is_one_line(tmp_path, text, message):
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_set_value_that_is_not_yaml_is_one_line():
+    with pytest.raises(ConfigError, match=r"--set features.windows: not valid YAML"):
+        load_config(None, ["features.windows=[7, 30"])
+
+
 def test_missing_file():
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(Path("nope.yaml"))

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 
 from loyalty_model.contract import (
-    _SQL_TYPE,
     EVENT_TYPES,
     FOREIGN_KEYS,
     SCHEMAS,
+    SQL_TYPE,
     TABLES,
     Column,
     ForeignKey,
@@ -457,4 +457,131 @@ def test_doc_types_table_matches_sql_types():
         if not _is_header_or_rule(r, "contract type")
     }
     assert set(documented) == set(typing.get_args(Kind)), "contract types: doc vs contract.Kind"
-    assert documented == _SQL_TYPE, f"'read as' in the doc {documented}, code {_SQL_TYPE}"
+    assert documented == SQL_TYPE, f"'read as' in the doc {documented}, code {SQL_TYPE}"
+
+
+# -- data that would silently change scores ---------------------------------------------------
+
+
+def test_events_after_the_moment_of_the_run_are_refused(tmp_path):
+    def future(d):
+        d.loc[0, "event_ts"] = ts("2100-01-01")
+        return d
+
+    got = with_change(tmp_path, "events", future)
+    assert len(got) == 1 and got[0].startswith("events.event_ts: after the moment of the run (")
+    assert got[0].endswith("in 1 row, e.g. '2100-01-01 00:00:00+00:00'")
+
+
+def test_a_follow_ending_in_the_future_is_refused_but_a_planned_campaign_is_not(tmp_path):
+    tables = good_tables()
+    tables["follows"].loc[1, "unfollowed_at"] = ts("2100-01-01")
+    tables["campaigns"].loc[0, "start_ts"] = ts("2100-01-01")
+    got = problems(write(tables, tmp_path))
+    assert len(got) == 1 and got[0].startswith("follows.unfollowed_at: after the moment")
+
+
+def test_now_is_the_moment_given_with_an_hour_of_clock_skew(tmp_path):
+    root = write(good_tables(), tmp_path)  # the latest time: an unfollow on 2024-02-01 00:00
+    con = duckdb_connection()
+    assert validate_dir(con, root, now=ts("2024-01-31 23:30").to_pydatetime()) == []
+    late = validate_dir(con, root, now=ts("2024-01-31 22:59").to_pydatetime())
+    assert [str(p) for p in late] == [
+        "follows.unfollowed_at: after the moment of the run (2024-01-31 22:59 UTC) in 1 row, "
+        "e.g. '2024-02-01 00:00:00+00:00'"
+    ]
+
+
+def test_exact_duplicate_events_are_refused_with_the_extra_copies_counted(tmp_path):
+    def twice(d):
+        return pd.concat([d, d.iloc[[0, 0, 1]]], ignore_index=True)
+
+    got = with_change(tmp_path, "events", twice)
+    assert got == [
+        "events: exact duplicate rows in 3 rows, e.g. '2024-01-02 00:00:00+00|f1|i1', "
+        "'2024-01-03 00:00:00+00|f1|i1'"
+    ]
+
+
+def test_the_same_event_twice_but_for_its_amount_is_not_a_duplicate(tmp_path):
+    def near(d):
+        return pd.concat([d, d.iloc[[2]].assign(amount=20.0)], ignore_index=True)
+
+    assert with_change(tmp_path, "events", near) == []
+
+
+@pytest.mark.parametrize("table", ["events", "follows", "influencers", "brands"])
+def test_tables_that_must_not_be_empty(tmp_path, table):
+    got = with_change(tmp_path, table, lambda d: d.iloc[:0])
+    assert f"{table}: the table is empty" in got
+
+
+def test_empty_campaigns_pass_with_a_warning(tmp_path):
+    from loyalty_model.io import prepare_tables
+
+    root = write(good_tables() | {"campaigns": good_tables()["campaigns"].iloc[:0]}, tmp_path)
+    assert problems(root) == []
+    read = prepare_tables(duckdb_connection(), root)
+    assert len(read.warnings) == 1 and read.warnings[0].startswith("campaigns: the table is empty")
+    assert prepare_tables(duckdb_connection(), write(good_tables(), tmp_path / "b")).warnings == ()
+
+
+def test_drop_sets_bad_rows_aside_with_their_reason_and_keeps_the_rest(tmp_path):
+    from loyalty_model.io import prepare_tables, write_quarantine
+
+    tables = good_tables()
+    ev = tables["events"]
+    odd = ev.iloc[[0, 0, 0]].assign(
+        event_ts=[ts("2100-01-01"), ts("2024-01-05"), ts("2024-01-05")],
+        influencer_id=["i1", "i404", "i1"],
+        event_type=["view", "view", "dance"],
+    )
+    tables["events"] = pd.concat([ev, ev.iloc[[0]], odd], ignore_index=True)
+    fo = tables["follows"]
+    tables["follows"] = pd.concat([fo, fo.iloc[[0]].assign(influencer_id="i404")])
+    ca = tables["campaigns"]
+    tables["campaigns"] = pd.concat([ca, ca.assign(campaign_id="c2"), ca.assign(campaign_id="c2")])
+    root = write(tables, tmp_path / "data")
+    with pytest.raises(ContractError):
+        prepare_tables(duckdb_connection(), root)
+    con = duckdb_connection()
+    read = prepare_tables(con, root, "drop", now=ts("2026-01-01").to_pydatetime())
+    assert read.dropped == {
+        "events": {
+            "events.event_ts: after the moment of the run (2026-01-01 00:00 UTC)": 1,
+            "events.event_type: not one of " + ", ".join(EVENT_TYPES): 1,
+            "events.influencer_id: unknown influencers.influencer_id": 1,
+            "events: exact duplicate row": 1,
+        },
+        "follows": {"follows.influencer_id: unknown influencers.influencer_id": 1},
+        "campaigns": {"campaigns.campaign_id: duplicate key": 2},
+    }
+    assert read.dropped_rows() == 7
+    kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES}
+    assert kept == {"events": 3, "follows": 2, "influencers": 1, "brands": 1, "campaigns": 1}
+    # the kept rows are the original ones, typed as the contract says
+    got = con.execute("SELECT * FROM events ORDER BY event_ts").df()
+    pd.testing.assert_frame_equal(got, ev, check_dtype=False)
+    out = tmp_path / "out"
+    assert write_quarantine(con, read, out) == read.dropped
+    q = pd.read_parquet(out / "quarantine" / "events.parquet")
+    assert sorted(q.columns) == sorted([*ev.columns, "reason"])
+    assert q.reason.value_counts().to_dict() == read.dropped["events"]
+    assert sorted(p.name for p in (out / "quarantine").iterdir()) == [
+        "campaigns.parquet",
+        "events.parquet",
+        "follows.parquet",
+    ]
+
+
+def test_drop_still_fails_on_a_broken_table_and_on_a_table_left_empty(tmp_path):
+    from loyalty_model.io import prepare_tables
+
+    tables = good_tables()
+    tables["brands"] = tables["brands"].drop(columns="category")
+    with pytest.raises(ContractError, match=r"brands\.category: missing column"):
+        prepare_tables(duckdb_connection(), write(tables, tmp_path / "a"), "drop")
+    tables = good_tables()
+    tables["follows"] = tables["follows"].assign(influencer_id="i404")
+    with pytest.raises(ContractError, match="follows: the table is empty once its bad rows"):
+        prepare_tables(duckdb_connection(), write(tables, tmp_path / "b"), "drop")

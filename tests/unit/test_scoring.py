@@ -134,6 +134,11 @@ def test_spec_check_accepts_current_version():
         ({"version": "99"}, "feature spec version '99'"),
         ({"version": "1"}, "feature spec version '1'"),  # a model from before the rebuy rates
         ({"windows": ()}, "spec is not valid"),
+        ({"windows": (7, 7)}, "spec is not valid"),
+        ({"prior_strength": -1.0}, "spec is not valid"),
+        ({"horizon_days": 0}, "spec is not valid"),
+        ({"min_purchases": 0}, "spec is not valid"),
+        ({"require_attribution": "sometimes"}, "spec is not valid"),
     ],
 )
 def test_spec_check_refuses_what_it_cannot_build(change, message):
