@@ -80,14 +80,36 @@ def simulate(preset: str = "small", seed: int = 7, out: str | Path = "data") -> 
         return write_world(preset, seed, Path(out))
 
 
-def validate(data_dir: str | Path, config: ConfigLike = None) -> list[Problem]:
+def validate(
+    data_dir: str | Path,
+    config: ConfigLike = None,
+    on_bad_rows: Literal["fail", "drop"] | None = None,
+) -> list[Problem]:
     """Every way the data directory breaks the data contract (docs/data_contract.md); an empty
-    list means it is clean. `config`: whose duckdb section applies (memory, threads)."""
+    list means it is clean. `config`: whose duckdb section applies (memory, threads).
+
+    `on_bad_rows="drop"` answers what train and predict would do with it: the problems of
+    whole tables that would still stop them, or else the rows they would drop, per reason
+    (`droppable` problems; every row of a cascade counted, as the quarantine would hold)."""
     from loyalty_model import engines, io
+    from loyalty_model.contract import Problem
+    from loyalty_model.errors import ContractError
 
     data_dir = _data_dir(data_dir)
-    with engines.duckdb_session(load_config(config).duckdb) as con:
-        return io.validate_dir(con, data_dir)
+    cfg = load_config(config, _bad_rows_override(on_bad_rows))
+    with engines.duckdb_session(cfg.duckdb) as con:
+        if cfg.data.on_bad_rows == "fail":
+            return io.validate_dir(con, data_dir)
+        try:
+            read = io.prepare_tables(con, data_dir, "drop")
+        except ContractError as exc:
+            return list(exc.problems)
+    out = []
+    for table, reasons in read.dropped.items():
+        for reason, n in reasons.items():
+            where, check = reason.split(": ", 1)
+            out.append(Problem(table, where.partition(".")[2] or None, check, n))
+    return out
 
 
 # -- train, promote -------------------------------------------------------------------------
@@ -473,7 +495,7 @@ def _write_predictions(
         with timed(seconds, "fingerprint inputs"):
             inputs = io.input_fingerprints(con, data_dir)
         with timed(seconds, "write"):
-            quarantined = io.write_quarantine(con, read, tmp)
+            quarantined = io.write_quarantine(con, read, tmp, pseudonyms[1] if pseudonyms else None)
         manifest = scoring.manifest(
             request,
             model_ref,

@@ -51,7 +51,7 @@ BadRowsOption = Annotated[
         help="Rows that break the data contract: fail (one-line error, exit 2) or drop (set "
         "aside with their reason: predict writes OUT/quarantine/TABLE.parquet, train logs "
         "quarantine/ with the run; counted per reason). Problems of a whole table fail either "
-        "way. Default: the config's data.on_bad_rows (fail).",
+        "way. Default: data.on_bad_rows of the config (train, predict), fail.",
     ),
 ]
 
@@ -146,15 +146,16 @@ def validate_command(
     """Check a data directory against the data contract (docs/data_contract.md).
 
     Prints every problem found (table, column, rows affected, up to 5 example values).
-    Exit code 0 when clean, 2 when not. With --on-bad-rows drop, problems of single rows are
-    listed as what train and predict would drop, and only problems of a whole table fail.
+    Exit code 0 when clean, 2 when not. With --on-bad-rows drop it answers what train and
+    predict would do: the problems of whole tables that would still stop them, or else the
+    rows they would drop, per reason (exit 0).
     """
     from rich.markup import escape
 
     from loyalty_model import api
 
     with _errors():
-        problems = api.validate(data)
+        problems = api.validate(data, on_bad_rows=on_bad_rows)
     if not problems:
         console.print(f"[green]ok[/]: {data} satisfies the data contract")
         return

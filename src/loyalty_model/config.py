@@ -65,8 +65,8 @@ class DataConfig(_Section):
     max_staleness_days: int | None = Field(
         None,
         ge=0,
-        description="predict refuses an as-of more than this many days after the data's last "
-        "event (scores would silently decay) unless --allow-stale; null: one label horizon",
+        description="predict refuses an as-of that follows more than this many days without "
+        "any event (scores would silently decay) unless --allow-stale; null: one label horizon",
     )
     currency: str = Field(
         "USD",
@@ -375,6 +375,9 @@ def _mapping_without_repeats(loader: yaml.SafeLoader, node: yaml.MappingNode, de
     seen: dict = {}
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, str | int | float | bool) and key is not None:
+            line = key_node.start_mark.line + 1
+            raise ConfigError(f"line {line}: a key must be a name, got {type(key).__name__}")
         if key in seen:
             lines = f"lines {seen[key] + 1} and {key_node.start_mark.line + 1}"
             raise ConfigError(f"key {key!r} given twice ({lines})")
@@ -427,7 +430,13 @@ def load_config(
         path = Path(source)
         if not path.is_file():
             raise ConfigError(f"config file not found: {path}")
-        tree = _read_yaml(path.read_text(), str(path)) or {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
+        tree = _read_yaml(text, str(path)) or {}
         if not isinstance(tree, dict):
             raise ConfigError(f"{path}: top level must be a mapping of sections")
     for item in overrides or []:

@@ -352,7 +352,7 @@ def _column_rules(table: str, col: Column, now: datetime) -> list[RowRule]:
             RowRule(
                 table,
                 col.name,
-                f"after the moment of the run ({now.astimezone(UTC):%Y-%m-%d %H:%M} UTC)",
+                "after the moment of the run",  # the same words every run: a reason to count
                 f"{typed} > TIMESTAMPTZ '{limit}'",
                 typed,
             )
@@ -528,8 +528,9 @@ def flagged_sql(
 ) -> str:
     """The raw rows with a `reason` column: null for a row to keep, else the first rule it
     breaks, as `table.column: check` (what `--on-bad-rows drop` quarantines). `ref_views`:
-    the kept rows of the tables it refers to. Of rows repeated exactly (events), the first
-    copy is kept; of rows sharing a key (other tables), none (which one is right is unknown)."""
+    the kept rows of the tables it refers to. Of rows repeated exactly, the first copy is
+    kept; of rows sharing a key but not all their values, none (which one is right is
+    unknown)."""
     cases = [
         (r.predicate, _reason(r.table, r.column, r.check)) for r in row_rules(table, present, now)
     ]
@@ -546,18 +547,24 @@ def flagged_sql(
                 )
             )
     key = key_sql(table, present)
-    extra = "NULL"
+    whole = ", ".join(quote_ident(c.name) for c in present)
+    extra = "NULL AS _dup, NULL AS _copy"
     if key is not None and SCHEMAS[table].key:
-        extra = f"count(*) OVER (PARTITION BY {key}) > 1"
+        # rows sharing a key but not every value: none is kept; a row repeated exactly: one
+        extra = (
+            f"count(*) OVER (PARTITION BY {key}) > count(*) OVER (PARTITION BY {whole}) AS _dup, "
+            f"row_number() OVER (PARTITION BY {whole}) > 1 AS _copy"
+        )
         cases.append(("_dup", _reason(table, ", ".join(SCHEMAS[table].key), "duplicate key")))
+        cases.append(("_copy", _reason(table, None, "exact duplicate row")))
     elif key is not None:
-        extra = f"row_number() OVER (PARTITION BY {key}) > 1"
-        cases.append(("_dup", _reason(table, None, "exact duplicate row")))
+        extra = f"NULL AS _dup, row_number() OVER (PARTITION BY {key}) > 1 AS _copy"
+        cases.append(("_copy", _reason(table, None, "exact duplicate row")))
     whens = " ".join(f"WHEN coalesce({p}, false) THEN '{why}'" for p, why in cases)
     reason = f"CASE {whens} END" if whens else "NULL"
     return (
-        f"SELECT * EXCLUDE (_dup), CAST({reason} AS VARCHAR) AS reason "
-        f"FROM (SELECT *, {extra} AS _dup FROM {view})"
+        f"SELECT * EXCLUDE (_dup, _copy), CAST({reason} AS VARCHAR) AS reason "
+        f"FROM (SELECT *, {extra} FROM {view})"
     )
 
 

@@ -1,14 +1,15 @@
 """Feature drift: how far the rows being scored have moved from the rows the model learnt on.
 
-At training, each feature of the model's input matrix (model.to_matrix: floats, categoricals as
-codes) gets a reference histogram over the rows the served model was fitted on: up to ten
+At training, each watched feature of the model's input matrix (model.to_matrix: floats,
+categoricals as codes) gets a reference histogram over the rows of the latest campaigns (the
+test split: the training population nearest in time to a scoring date): up to ten
 bins at its deciles (one bin per category for a categorical), plus one bin for missing values.
 At scoring, the same bins are counted over every row scored and compared with the population
 stability index, PSI = sum over bins of (a - e) * ln(a / e), a and e the scored and reference
 shares (each at least 1e-4). Usual reading: below 0.1 stable, 0.1-0.25 a shift worth a look,
-above 0.25 a large one. A scoring request is not a training campaign (every follower of every
-requested influencer, not one campaign's audience), so some shift is expected: the figures say
-where to look, not that the model is wrong.
+above 0.25 a large one. Only the follower's own features are watched (FOLLOWER_LEVEL): those of
+the influencer and the brand are constant within an audience and a request, so they would
+always look shifted. The figures say where to look, not that the model is wrong.
 """
 
 from __future__ import annotations
@@ -20,6 +21,15 @@ import pandas as pd
 
 BINS = 10
 FLOOR = 1e-4  # the share an empty bin is given, so that PSI stays finite
+# features of the follower (f_*, fi_*, fb_*): those of the influencer (inf_*) and the brand
+# (br_*) take one value per audience or brand, so a request about one brand and a few
+# influencers differs from the training campaigns of many by construction, not by drift
+FOLLOWER_LEVEL = ("f_", "fi_", "fb_")
+
+
+def watched(names) -> list[str]:
+    """The features drift is measured on (FOLLOWER_LEVEL)."""
+    return [n for n in names if n.startswith(FOLLOWER_LEVEL)]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -230,16 +231,24 @@ def _drop_bad_rows(
     return kept, dropped, quarantine
 
 
-def write_quarantine(con: duckdb.DuckDBPyConnection, tables: Tables, folder: Path) -> dict:
+def write_quarantine(
+    con: duckdb.DuckDBPyConnection, tables: Tables, folder: Path, pseudonymize=None
+) -> dict:
     """Write the dropped rows of each table to FOLDER/quarantine/TABLE.parquet (their columns
-    as read, plus `reason`); return the manifest's record: rows per table and reason."""
+    as read, plus `reason`, in a fixed order); return the manifest's record: rows per table
+    and reason. `pseudonymize` (ids -> pseudonyms): follower ids written as pseudonyms, as
+    in the follower scores beside them."""
     if not tables.dropped:
         return {}
     out = Path(folder) / "quarantine"
     out.mkdir(parents=True, exist_ok=True)
     for name, sql in tables.quarantine.items():
-        path = str(out / f"{name}.parquet").replace("'", "''")
-        con.execute(f"COPY ({sql}) TO '{path}' (FORMAT parquet)")
+        rows = con.sql(f"SELECT * FROM ({sql}) ORDER BY ALL").to_arrow_table()
+        if pseudonymize is not None and "follower_id" in rows.column_names:
+            ids = rows["follower_id"].cast(pa.string()).to_numpy(zero_copy_only=False)
+            hashed = pa.array(pseudonymize(ids), pa.string())
+            rows = rows.set_column(rows.column_names.index("follower_id"), "follower_id", hashed)
+        write_parquet(rows, out / f"{name}.parquet")
     return {name: dict(reasons) for name, reasons in tables.dropped.items()}
 
 
@@ -429,7 +438,15 @@ def owned_name(prefix: str, pid: int | None = None) -> str:
     """`prefix` + PID-HOST-RANDOM: a name that says which process (default: this one) on
     which machine made it, so that a later run can tell a leftover of a process that is gone
     from a live one's."""
-    return f"{prefix}{os.getpid() if pid is None else pid}-{_host()}-{secrets.token_hex(4)}"
+    token = secrets.token_hex(4)
+    if pid is None:
+        _OWN_TOKENS.add(token)
+    return f"{prefix}{os.getpid() if pid is None else pid}-{_host()}-{token}"
+
+
+# the tokens of the names this process made: a name with this process's PID but another
+# token was made by an earlier process that had the same PID (a container's PID 1)
+_OWN_TOKENS: set[str] = set()
 
 
 def make_owned_dir(parent: Path, prefix: str, mode: int = 0o777) -> Path:
@@ -475,12 +492,11 @@ def process_alive(pid: int) -> bool:
 def _gone(name: str, prefix: str) -> bool:
     """`name` was made (owned_name) by a process of this machine, not this one, that is gone."""
     made = owner(name, prefix)
-    return (
-        made is not None
-        and made[1] == _host()
-        and made[0] != os.getpid()
-        and not process_alive(made[0])
-    )
+    if made is None or made[1] != _host():
+        return False
+    if made[0] == os.getpid():
+        return name.rsplit("-", 1)[1] not in _OWN_TOKENS
+    return not process_alive(made[0])
 
 
 def _names(folder: Path) -> list[str]:
@@ -546,7 +562,22 @@ def _left(name: str, target: Path) -> str | None:
     # the link is read after the process was found gone: only it could point `target` here
     if _gone(name, prefix["v"]) and _our_version(target) != name:
         return "version"
+    # a version not published within VERSION_GRACE was replaced or abandoned, whichever
+    # machine made it (runs from a new host or pod each time would otherwise pile them up)
+    if owner(name, prefix["v"]) and _our_version(target) != name and _older(target, name):
+        return "version"
     return None
+
+
+VERSION_GRACE = 3600.0  # seconds: publishing follows a finished version within milliseconds
+
+
+def _older(target: Path, name: str) -> bool:
+    try:
+        age = time.time() - (target.parent / name).lstat().st_mtime
+    except OSError:
+        return False
+    return age > VERSION_GRACE
 
 
 def _legacy_old(name: str, prefix: str) -> bool:

@@ -115,13 +115,13 @@ def scoring_request(
         raise RequestError(
             f"as-of {day} is not after the first event ({first.date()}): no history to score from"
         )
-    gap = (day - last.date()).days
-    if max_staleness_days is not None and gap > max_staleness_days:
+    silent = (day - last.date()).days - 1  # whole days without an event before the as-of
+    if max_staleness_days is not None and silent > max_staleness_days:
         raise RequestError(
-            f"as-of {day} is {gap:,} days after the data's last event ({last.date()}), more than "
-            f"the {max_staleness_days} allowed (data.max_staleness_days; default one label "
-            "horizon): scores would fall as if every follower had gone quiet. Pass --allow-stale "
-            "to score anyway"
+            f"as-of {day} follows {silent:,} days without any event (the data's last event is "
+            f"on {last.date()}), more than the {max_staleness_days} allowed "
+            "(data.max_staleness_days; default one label horizon): scores would fall as if "
+            "every follower had gone quiet. Pass --allow-stale to score anyway"
         )
     return ScoringRequest(
         brand_id,
@@ -193,12 +193,11 @@ def pseudonymizer(key: bytes) -> Callable[[np.ndarray], np.ndarray]:
     """follower ids -> their keyed hash: the hex HMAC-SHA256 of the id under `key`. The same
     id and key give the same pseudonym in every run; without the key it cannot be reversed or
     recomputed from a list of known ids."""
-    import hashlib
     import hmac
 
     def apply(ids: np.ndarray) -> np.ndarray:
         return np.array(
-            [hmac.new(key, str(i).encode(), hashlib.sha256).hexdigest() for i in ids], dtype=object
+            [hmac.digest(key, str(i).encode(), "sha256").hex() for i in ids], dtype=object
         )
 
     return apply

@@ -419,7 +419,9 @@ def _set_alias(
                     raise
         try:
             client.set_registered_model_alias(name, alias, version)
-            return True
+            # setting is an upsert: of two runs that both saw no alias, the later one wins;
+            # read it back so that the earlier one does not also report it as its own
+            return str(client.get_model_version_by_alias(name, alias).version) == version
         except MlflowException:
             if attempt == 4:
                 raise

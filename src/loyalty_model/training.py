@@ -15,7 +15,7 @@ import pandas as pd
 from loyalty_model import engines, features, io, scoring, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
 from loyalty_model.contract import TABLES
-from loyalty_model.drift import FeatureReference
+from loyalty_model.drift import FeatureReference, watched
 from loyalty_model.errors import ConfigError, DataError
 from loyalty_model.evaluate import (
     Evaluation,
@@ -258,8 +258,6 @@ def _fit_and_evaluate(
     stage(f"building point-in-time features on {cfg.data.engine}")
     with timed(timings, "feature_seconds"):
         read = io.prepare_tables(con, cfg.data.dir, cfg.data.on_bad_rows)
-        for warning in read.warnings:
-            log.warning(warning)
         frame, sp = build_training_frame(con, cfg, read)
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
@@ -273,6 +271,12 @@ def _fit_and_evaluate(
         model, valid_p, fit_info = fit_and_calibrate(
             parts["train"], parts["valid"], spec, cfg.model, stage
         )
+    # the reference drift is measured against at scoring (drift.py): the latest campaigns'
+    # rows (test), the population nearest in time to a scoring date, so that features that
+    # grow with the length of history (all-time counts, follow tenure) do not look shifted
+    # merely because a scoring date comes after every campaign
+    matrix = to_matrix(parts["test"], spec)[watched(spec.names)]
+    model = replace(model, reference=FeatureReference.of(matrix, spec.categorical))
     stage("evaluating on the test campaigns, with the baselines")
     with timed(timings, "evaluation_seconds"):
         truth = io.read_ground_truth(cfg.data.dir)
@@ -410,8 +414,6 @@ def fit_and_calibrate(
     stage(f"refitting on train and valid ({len(both):,} rows, {final_trees} trees)")
     with timed(seconds, "refit_seconds"):
         model = replace(fit_trees(both, spec, cfg, final_trees), calibrator=calibrator)
-    # what the served model learnt on, for drift at scoring (drift.py)
-    model = replace(model, reference=FeatureReference.of(to_matrix(both, spec), spec.categorical))
     info = {
         **seconds,
         "best_iteration": float(trees),

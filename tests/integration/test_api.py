@@ -140,6 +140,10 @@ def test_scoring_unpickles_nothing_and_the_logged_model_holds_no_pickle(
     for module in (pickle, cloudpickle):
         monkeypatch.setattr(module, "load", refuse)
         monkeypatch.setattr(module, "loads", refuse)
+    # nor does it run the code logged with the model (models from code): only native files
+    import mlflow.pyfunc
+
+    monkeypatch.setattr(mlflow.pyfunc, "load_model", refuse)
     result = lm.predict(
         tiny_world, "b0001", tmp_path / "o", model=tiny_trained.model_uri, config=tiny_config
     )

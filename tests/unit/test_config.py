@@ -72,6 +72,7 @@ def test_unknown_key_suggests_the_closest_known_one(tmp_path):
             "c.yaml: key 'num_leaves' given twice (lines 2 and 3)",
         ),
         ("model:\n  seed: 1\nmodel:\n  seed: 2\n", "key 'model' given twice (lines 1 and 3)"),
+        ("? [a, b]\n: 1\n", "c.yaml: line 1: a key must be a name, got list"),
     ],
 )
 def test_a_broken_or_ambiguous_yaml_file_is_one_line(tmp_path, text, message):
@@ -80,6 +81,13 @@ def test_a_broken_or_ambiguous_yaml_file_is_one_line(tmp_path, text, message):
     with pytest.raises(ConfigError) as info:
         load_config(path)
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("# caf\u00e9\nmodel:\n  seed: 1\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(invalid continuation"):
+        load_config(path)
 
 
 def test_a_set_value_that_is_not_yaml_is_one_line():

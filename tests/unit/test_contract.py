@@ -469,7 +469,7 @@ def test_events_after_the_moment_of_the_run_are_refused(tmp_path):
         return d
 
     got = with_change(tmp_path, "events", future)
-    assert len(got) == 1 and got[0].startswith("events.event_ts: after the moment of the run (")
+    assert len(got) == 1 and got[0].startswith("events.event_ts: after the moment of the run in")
     assert got[0].endswith("in 1 row, e.g. '2100-01-01 00:00:00+00:00'")
 
 
@@ -487,7 +487,7 @@ def test_now_is_the_moment_given_with_an_hour_of_clock_skew(tmp_path):
     assert validate_dir(con, root, now=ts("2024-01-31 23:30").to_pydatetime()) == []
     late = validate_dir(con, root, now=ts("2024-01-31 22:59").to_pydatetime())
     assert [str(p) for p in late] == [
-        "follows.unfollowed_at: after the moment of the run (2024-01-31 22:59 UTC) in 1 row, "
+        "follows.unfollowed_at: after the moment of the run in 1 row, "
         "e.g. '2024-02-01 00:00:00+00:00'"
     ]
 
@@ -538,9 +538,12 @@ def test_drop_sets_bad_rows_aside_with_their_reason_and_keeps_the_rest(tmp_path)
     )
     tables["events"] = pd.concat([ev, ev.iloc[[0]], odd], ignore_index=True)
     fo = tables["follows"]
-    tables["follows"] = pd.concat([fo, fo.iloc[[0]].assign(influencer_id="i404")])
+    # an unknown influencer, and a follow exported twice (one copy is kept)
+    tables["follows"] = pd.concat([fo, fo.iloc[[0]].assign(influencer_id="i404"), fo.iloc[[1]]])
     ca = tables["campaigns"]
-    tables["campaigns"] = pd.concat([ca, ca.assign(campaign_id="c2"), ca.assign(campaign_id="c2")])
+    # one campaign id for two different campaigns: which is right is unknown, both go
+    c2 = ca.assign(campaign_id="c2")
+    tables["campaigns"] = pd.concat([ca, c2, c2.assign(cost=5.0)])
     root = write(tables, tmp_path / "data")
     with pytest.raises(ContractError):
         prepare_tables(duckdb_connection(), root)
@@ -548,15 +551,18 @@ def test_drop_sets_bad_rows_aside_with_their_reason_and_keeps_the_rest(tmp_path)
     read = prepare_tables(con, root, "drop", now=ts("2026-01-01").to_pydatetime())
     assert read.dropped == {
         "events": {
-            "events.event_ts: after the moment of the run (2026-01-01 00:00 UTC)": 1,
+            "events.event_ts: after the moment of the run": 1,
             "events.event_type: not one of " + ", ".join(EVENT_TYPES): 1,
             "events.influencer_id: unknown influencers.influencer_id": 1,
             "events: exact duplicate row": 1,
         },
-        "follows": {"follows.influencer_id: unknown influencers.influencer_id": 1},
+        "follows": {
+            "follows.influencer_id: unknown influencers.influencer_id": 1,
+            "follows: exact duplicate row": 1,
+        },
         "campaigns": {"campaigns.campaign_id: duplicate key": 2},
     }
-    assert read.dropped_rows() == 7
+    assert read.dropped_rows() == 8
     kept = {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in TABLES}
     assert kept == {"events": 3, "follows": 2, "influencers": 1, "brands": 1, "campaigns": 1}
     # the kept rows are the original ones, typed as the contract says
@@ -585,3 +591,30 @@ def test_drop_still_fails_on_a_broken_table_and_on_a_table_left_empty(tmp_path):
     tables["follows"] = tables["follows"].assign(influencer_id="i404")
     with pytest.raises(ContractError, match="follows: the table is empty once its bad rows"):
         prepare_tables(duckdb_connection(), write(tables, tmp_path / "b"), "drop")
+
+
+def test_validate_with_drop_answers_what_a_run_with_drop_would_do(tmp_path):
+    import loyalty_model as lm
+
+    tables = good_tables()
+    inf = tables["influencers"]
+    tables["influencers"] = pd.concat(
+        [inf, inf.assign(influencer_id="i2"), inf.assign(influencer_id="i2", follower_count=7)]
+    )
+    tables["events"] = pd.concat(
+        [tables["events"], tables["events"].iloc[[0]].assign(influencer_id="i2")]
+    )
+    root = write(tables, tmp_path / "a")
+    got = {str(p) for p in lm.validate(root, on_bad_rows="drop")}
+    # both rows of the ambiguous influencer, and the event that names it, counted
+    assert got == {
+        "influencers.influencer_id: duplicate key in 2 rows",
+        "events.influencer_id: unknown influencers.influencer_id in 1 row",
+    }
+    assert all(p.droppable for p in lm.validate(root, on_bad_rows="drop"))
+    # a table left empty by the drop is what stops the run: said, not "ok"
+    tables = good_tables()
+    tables["influencers"] = pd.concat([inf, inf.assign(follower_count=7)])
+    problems = lm.validate(write(tables, tmp_path / "b"), on_bad_rows="drop")
+    fatal = [str(p) for p in problems if not p.droppable]
+    assert "influencers: the table is empty once its bad rows are dropped" in fatal

@@ -292,3 +292,26 @@ def test_a_signal_as_the_temporary_folder_is_made_still_removes_it(tmp_path, mon
     with pytest.raises(SystemExit) as info, io.exit_on_signals(), session:
         pytest.fail("not stopped")
     assert info.value.code == 143 and list(tmp_path.iterdir()) == []
+
+
+def test_an_unpublished_version_of_any_machine_goes_once_it_is_an_hour_old(tmp_path, live_pid):
+    """Runs from a new host (or pod) each time: the versions they replaced would pile up."""
+    target = tmp_path / "out"
+    published = make(tmp_path, f".out.v-{live_pid}-pod-a-0123abcd")
+    make(tmp_path, "out", link_to=published.name)
+    old = make(tmp_path, f".out.v-{live_pid}-pod-b-89abcdef")  # replaced by `published`
+    recent = make(tmp_path, f".out.v-{live_pid}-pod-c-456789ab")  # about to be published
+    hour_ago = time.time() - io.VERSION_GRACE - 60
+    for p in (published, old):
+        os.utime(p, (hour_ago, hour_ago))
+    assert io.remove_output_leftovers(target) == [old]
+    assert published.is_dir() and recent.is_dir() and not old.exists()
+
+
+def test_a_leftover_with_this_process_s_pid_but_not_its_own_is_gone(tmp_path):
+    """In a container every run may be PID 1: what an earlier PID 1 left is not ours."""
+    target = tmp_path / "out"
+    earlier = make(tmp_path, f".out.tmp-{os.getpid()}-{io._host()}-0badc0de")
+    mine = make(tmp_path, io.owned_name(".out.tmp-"))
+    assert io.remove_output_leftovers(target) == [earlier]
+    assert mine.is_dir()
