@@ -443,7 +443,8 @@ def predict_command(
         worst = ", ".join(f"{k} {drift['psi'][k]:.2f}" for k in drift["flagged"][:5])
         err.print(
             f"[yellow]drift:[/] {len(drift['flagged'])} feature(s) with PSI above "
-            f"{drift['threshold']} against the training rows, e.g. {worst} (manifest: drift)",
+            f"{drift['threshold']} against the latest training campaigns, e.g. {worst} "
+            "(manifest: drift)",
             highlight=False,
         )
     _print_dropped(result.manifest["quarantined"], f"in {result.out / 'quarantine'}")
