@@ -30,10 +30,9 @@ import pandas as pd
 
 from loyalty_model import compat, io
 from loyalty_model.contract import SCHEMAS, TABLES
-from loyalty_model.features import build_features
 from loyalty_model.intervals import EXACT_MAX, AudienceAccumulator
 from loyalty_model.model import LoyaltyModel
-from loyalty_model.scoring import check_spec
+from loyalty_model.scoring import scoring_features
 from loyalty_model.spine import scoring_spine
 
 if TYPE_CHECKING:
@@ -125,10 +124,9 @@ def score_on_spark(
     batch each executor's Python worker scores at a time."""
     from pyspark import StorageLevel
 
-    fcfg, lcfg = check_spec(model)
     named = None if request.all_influencers else list(request.influencer_ids)
     spine = scoring_spine(tables, request.brand_id, request.as_of, named)
-    expr = build_features(spine, tables, fcfg, lcfg)
+    expr = scoring_features(spine, tables, model)
     features = compat.spark_dataframe(
         session, expr.select("follower_id", "influencer_id", *model.spec.names)
     )
