@@ -389,9 +389,9 @@ def predict_command(
     allow_stale: Annotated[
         bool,
         typer.Option(
-            help="Score an as-of more than data.max_staleness_days (default: one label "
-            "horizon) after the data's last event; refused otherwise, as the features would "
-            "read the silent days as inactivity.",
+            help="Score an as-of that follows more than data.max_staleness_days (default: "
+            "one label horizon) whole days without any event; refused otherwise, as the "
+            "features would read the silent days as inactivity.",
         ),
     ] = False,
     pseudonymize_followers: Annotated[
