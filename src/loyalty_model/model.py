@@ -314,28 +314,20 @@ def cross_fit(
     """Out-of-fold raw predictions: each group (a campaign wave) is scored by a model fitted
     without it, so the predictions behave like those on unseen campaigns.
 
-    The folds are fitted side by side (joblib threads; LightGBM releases the GIL), one
-    LightGBM thread each, `cfg.threads` at a time: the same predictions to the bit as one
-    fold after the other with `cfg.threads` LightGBM threads (deterministic=True), and faster,
-    most of all on a busy machine, where a fit's OpenMP threads wait for each other
-    (benchmarks/cross_fit.py)."""
-    from joblib import Parallel, delayed
+    The folds are fitted one after the other, each with `cfg.threads` LightGBM threads. They
+    were once fitted side by side in Python threads (one LightGBM thread each): faster on a
+    busy machine, but LightGBM's thread settings are process-wide and two fits at once in
+    one process are not safe; the test suite crashed once with a segmentation fault in it."""
     from sklearn.model_selection import GroupKFold
 
     folds = min(folds, len(np.unique(groups)))
     if folds < 2:
         raise ValueError("cross-fitting needs at least 2 groups")
-    workers = min(cfg.threads, folds)
-    one_thread = cfg.model_copy(update={"threads": 1}) if workers > 1 else cfg
-
-    def fold(fit_idx: np.ndarray, score_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        m = fit_trees(frame.iloc[fit_idx], spec, one_thread, trees)
-        raw = m.predict_raw(frame.iloc[score_idx])
+    done = []
+    for fit_idx, score_idx in GroupKFold(n_splits=folds).split(frame, groups=groups):
+        m = fit_trees(frame.iloc[fit_idx], spec, cfg, trees)
+        done.append((score_idx, m.predict_raw(frame.iloc[score_idx])))
         fold_done()
-        return score_idx, raw
-
-    splits = GroupKFold(n_splits=folds).split(frame, groups=groups)
-    done = Parallel(n_jobs=workers, prefer="threads")(delayed(fold)(a, b) for a, b in splits)
     out = np.empty(len(frame))
     for score_idx, raw in done:
         out[score_idx] = raw
