@@ -24,9 +24,13 @@ _EXPORTS: dict[str, str] = {
     "train": "loyalty_model.api",
     "promote": "loyalty_model.api",
     "predict": "loyalty_model.api",
+    "plan": "loyalty_model.api",
+    "write_report": "loyalty_model.api",
     "TrainResult": "loyalty_model.api",
     "GateDecision": "loyalty_model.api",
     "PredictionResult": "loyalty_model.api",
+    "PlanResult": "loyalty_model.api",
+    "ReportResult": "loyalty_model.api",
     "SimulationSummary": "loyalty_model.simulation.summary",
     "Problem": "loyalty_model.contract",
     # configuration
@@ -52,31 +56,39 @@ __all__ = [  # what _EXPORTS names (a test checks they agree), spelt out for lin
     "LoyaltyModelError",
     "ModelError",
     "OutputError",
+    "PlanResult",
     "PredictionResult",
     "Problem",
     "PromotionError",
+    "ReportResult",
     "RequestError",
     "SimulationSummary",
     "TrainResult",
     "__version__",
     "load_config",
+    "plan",
     "predict",
     "promote",
     "simulate",
     "train",
     "validate",
+    "write_report",
 ]
 
 if TYPE_CHECKING:
     from loyalty_model.api import (
         GateDecision,
+        PlanResult,
         PredictionResult,
+        ReportResult,
         TrainResult,
+        plan,
         predict,
         promote,
         simulate,
         train,
         validate,
+        write_report,
     )
     from loyalty_model.config import Config, load_config
     from loyalty_model.contract import Problem

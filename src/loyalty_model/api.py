@@ -248,7 +248,7 @@ class PredictionResult:
     """A prediction folder, written atomically (docs/output_contract.md)."""
 
     out: Path
-    files: Mapping[str, Path]  # follower_scores, audience_scores, manifest
+    files: Mapping[str, Path]  # follower_scores, audience_scores, manifest, audience_explanations
     rows: Mapping[str, int]  # rows written per file
     manifest: Mapping[str, object]  # what manifest.json holds
     audiences: pd.DataFrame = field(repr=False, compare=False)  # audience_scores, ranked
@@ -355,6 +355,321 @@ def predict(
     )
 
 
+# -- plan ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PlanResult:
+    """A plan folder (docs/output_contract.md#plans): plan, plan_summary.json and the
+    prediction folder it was planned from, written atomically."""
+
+    out: Path
+    files: Mapping[str, Path]  # plan, summary, predictions (a prediction folder)
+    plan: pd.DataFrame = field(repr=False, compare=False)  # the chosen influencers, in order
+    summary: Mapping[str, object] = field(default_factory=dict)  # what plan_summary.json holds
+    seconds: float = 0.0  # the whole call
+    planning_seconds: float = 0.0  # of which choosing the plans (not scoring)
+    # the simulator's counterfactual truth of each plan where it has it: plan -> true unique
+    # loyal customers on the planner's scale (never written to the files)
+    truth: Mapping[str, float] | None = None
+
+
+def plan(
+    data_dir: str | Path,
+    brand: str,
+    budget: float,
+    out: str | Path,
+    as_of: str | date | None = None,
+    candidates: Sequence[str] | pd.DataFrame | None = None,
+    model: str | None = None,
+    max_influencers: int | None = None,
+    fmt: Literal["parquet", "csv"] = "parquet",
+    config: ConfigLike = None,
+    overrides: Sequence[str] = (),
+    engine: Engine | None = None,
+    predictions: str | Path | None = None,
+) -> PlanResult:
+    """Choose the influencers to book for `brand` within `budget` so that the expected number
+    of unique loyal customers is largest (followers of several count once), and compare the
+    plan with the best single influencer, the reach buyer's plan (largest audiences first)
+    and the best plan of macro and mega influencers only, all at the same budget.
+
+    Scores the candidates' followers as `predict` does (same `as_of`, `model`, `config`,
+    `engine`) into OUT/predictions, then writes OUT/plan.{parquet,csv} and
+    OUT/plan_summary.json; OUT is replaced atomically. `candidates`: influencer ids, or a
+    frame with influencer_id and optionally cost (which wins over price_per_post); default
+    every influencer with a price. Counts and costs are on the full-audience scale.
+    `predictions`: plan from this prediction folder of `brand` instead of scoring (another
+    budget on the same scores); then `as_of`, `model` and `engine` must not be given."""
+    import math
+
+    import pandas as pd
+
+    from loyalty_model import io, planner
+
+    try:
+        budget = float(budget)
+    except (TypeError, ValueError):
+        raise RequestError(f"budget must be an amount, got {budget!r}") from None
+    if not math.isfinite(budget) or budget <= 0:
+        raise RequestError(f"budget must be a positive amount, got {budget!r}")
+    if max_influencers is not None and max_influencers < 1:
+        raise RequestError(f"max_influencers must be at least 1, got {max_influencers}")
+    if fmt not in ("parquet", "csv"):
+        raise RequestError(f"format must be parquet or csv, got {fmt!r}")
+    if candidates is None or isinstance(candidates, pd.DataFrame):
+        named = candidates
+    elif isinstance(candidates, str):
+        raise RequestError(f"candidates must be a list of ids, not the string {candidates!r}")
+    else:
+        named = pd.DataFrame({"influencer_id": [str(c) for c in candidates]})
+    if named is not None and "influencer_id" not in named:
+        raise RequestError("candidates: a frame needs an influencer_id column")
+    data_dir, out = _data_dir(data_dir), Path(out)
+    if _overlaps(out, data_dir):
+        raise RequestError(f"the output folder {out} would replace the data it reads ({data_dir})")
+    t0 = time.perf_counter()
+    if predictions is not None and (as_of or model or engine):
+        raise RequestError("plan from a prediction folder takes its as-of, model and engine")
+    with _writing(out), io.atomic_dir(out) as tmp:
+        if predictions is None:
+            pred = predict(
+                data_dir,
+                brand,
+                tmp / "predictions",
+                as_of=as_of,
+                influencers=None if named is None else list(named["influencer_id"].astype(str)),
+                model=model,
+                fmt=fmt,
+                config=config,
+                overrides=overrides,
+                engine=engine,
+            )
+            manifest, aud = pred.manifest, pred.audiences
+            follower_file, where = pred.files["follower_scores"], "predictions"
+        else:
+            manifest, aud, follower_file = _prediction_folder(Path(predictions), brand, named)
+            where = str(Path(predictions).resolve())
+        t1 = time.perf_counter()
+        cost, counts = planner.candidate_costs(aud, named)
+        if cost.empty:
+            raise RequestError(
+                f"no candidate has a cost: {counts['candidates']} candidate(s) without "
+                "price_per_post (give costs in a candidates file)"
+            )
+        if budget < cost.min():
+            raise RequestError(
+                f"budget {budget:,.2f} is below the cheapest candidate's cost "
+                f"{cost.min():,.2f} ({cost.idxmin()})"
+            )
+        followers = io.read_frame(follower_file, manifest["format"])
+        summary, table, inst, choices = _plans(
+            planner, followers, aud, cost, budget, max_influencers, manifest
+        )
+        summary = {
+            "brand_id": brand,
+            "as_of": manifest["as_of"],
+            "budget": budget,
+            "currency": manifest["currency"],
+            "scale": "full_audience",
+            "max_influencers": max_influencers,
+            "model": manifest["model"],
+            "candidates": {
+                **counts,
+                "without_followers_scored": int((inst.factor == 0).sum()),
+                "over_budget": int((inst.cost > budget).sum()),
+            },
+            **summary,
+            "predictions": where,
+            "planning_seconds": time.perf_counter() - t1,
+        }
+        files = {
+            "plan": out / f"plan.{fmt}",
+            "summary": out / "plan_summary.json",
+            "predictions": out / "predictions" if predictions is None else Path(where),
+        }
+        io.write_frame(table, tmp / files["plan"].name, fmt)
+        io.write_json(summary, tmp / files["summary"].name)
+    truth = _plan_truth(planner, data_dir, brand, manifest["as_of"], inst, choices)
+    return PlanResult(
+        out=out,
+        files=MappingProxyType(files),
+        plan=table,
+        summary=MappingProxyType(summary),
+        seconds=time.perf_counter() - t0,
+        planning_seconds=float(summary["planning_seconds"]),
+        truth=truth,
+    )
+
+
+def _prediction_folder(folder: Path, brand: str, named) -> tuple[dict, pd.DataFrame, Path]:
+    """(manifest, audience_scores, follower_scores path) of a prediction folder of `brand`
+    that scored every candidate."""
+    import json
+
+    from loyalty_model import io
+
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text())
+        fmt = manifest["format"]
+        aud = io.read_frame(folder / f"audience_scores.{fmt}", fmt)
+    except (OSError, ValueError, KeyError) as exc:
+        raise RequestError(f"{folder} is not a readable prediction folder ({exc})") from exc
+    if manifest.get("brand_id") != brand:
+        raise RequestError(f"the predictions in {folder} are for brand {manifest.get('brand_id')}")
+    if manifest.get("follower_ids", {}).get("pseudonymized"):
+        raise RequestError(f"the predictions in {folder} have pseudonymized follower ids")
+    if named is not None:
+        missing = set(named["influencer_id"].astype(str)) - set(aud["influencer_id"])
+        if missing:
+            raise RequestError(
+                f"the predictions in {folder} did not score {len(missing)} candidate(s), e.g. "
+                f"{', '.join(sorted(missing)[:5])}"
+            )
+    followers = folder / "follower_scores"
+    return manifest, aud, followers if followers.is_dir() else folder / f"follower_scores.{fmt}"
+
+
+PLAN_LABELS = {
+    "planner": "Planner: most unique loyal customers per cost",
+    "best_single": "Best single influencer",
+    "reach_buyer": "Reach buyer: largest audiences first",
+    "macro_only": "Best plan of macro and mega influencers only",
+}
+
+
+def _plans(planner, followers, aud, cost, budget, max_influencers, manifest) -> tuple:
+    """(summary keys, plan table, the instance, each plan's choice) of the four plans."""
+    import numpy as np
+
+    inst = planner.instance(followers, aud, cost)
+    info = aud.set_index("influencer_id").reindex(inst.ids)
+    tiers = info["tier"].to_numpy(dtype=object)
+    counts = info["follower_count"].to_numpy(dtype=float)
+    big = np.isin(tiers, planner.BIG_TIERS)
+    best = planner.optimise(inst, budget, None, max_influencers)
+    if best is None:
+        raise RequestError(
+            "no candidate within the budget is expected to bring a loyal customer "
+            "(no followers scored, or every probability 0)"
+        )
+    choices = {
+        "planner": best,
+        "best_single": planner.best_single(inst, budget),
+        "reach_buyer": planner.reach_buyer(inst, budget, counts, max_influencers),
+        "macro_only": planner.optimise(inst, budget, big, max_influencers),
+    }
+    dispersion = float(manifest.get("audience_dispersion") or 0.0)
+    spread = dict(manifest.get("audience_spread") or {})
+    plans = {
+        name: None
+        if c is None
+        else planner.assess(inst, c, PLAN_LABELS[name], tiers, dispersion, spread).to_dict()
+        for name, c in choices.items()
+    }
+    method = {
+        "objective": "expected unique loyal customers: sum over followers of "
+        "w * (1 - prod over chosen influencers of (1 - p_loyal))",
+        "algorithm": "greedy by marginal gain per cost with lazy evaluation (CELF), "
+        "and the best single influencer within the budget; the better of the two",
+        "guarantee": "within (1 - 1/e) / 2 of the best plan under the budget"
+        + ("" if max_influencers is None else " (without max_influencers; with it, a heuristic)"),
+        "chosen_by": best.by,
+        "gain_evaluations": best.evaluations,
+    }
+    table = planner.plan_table(inst, best, aud)
+    return {"plans": plans, "method": method}, table, inst, choices
+
+
+def _plan_truth(planner, data_dir: Path, brand: str, as_of: str, inst, choices) -> dict | None:
+    """Each plan's true unique loyal customers, where the data are a simulated world with a
+    scoring scenario for this (brand, as-of)."""
+    import pandas as pd
+
+    path = data_dir / "ground_truth_scoring.parquet"
+    if not path.is_file():
+        return None
+    truth = pd.read_parquet(path, filters=[("brand_id", "==", brand)])
+    truth = truth[truth["as_of"] == pd.Timestamp(as_of)]
+    if truth.empty or "p_convert" not in truth:
+        return None
+    return {
+        name: planner.true_value(inst, c.chosen, truth)
+        for name, c in choices.items()
+        if c is not None
+    }
+
+
+# -- report ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ReportResult:
+    out: Path  # the HTML file
+    warnings: tuple[str, ...] = ()  # what the report had to leave out, and why
+
+
+def write_report(
+    predictions: str | Path,
+    out: str | Path,
+    plan: str | Path | None = None,
+    config: ConfigLike = None,
+    overrides: Sequence[str] = (),
+) -> ReportResult:
+    """Write one self-contained HTML file for product teams from a prediction folder (and a
+    plan folder): leaderboard, tiers, plan comparison, why the top audiences score high, the
+    model card and what the numbers mean (docs/report.md). The model card is read from the
+    tracking store of `config`; when it does not answer, the report says so and a warning is
+    returned."""
+    import json
+
+    from loyalty_model import report as rep
+    from loyalty_model import tracking
+    from loyalty_model.errors import ModelError
+
+    predictions, out = Path(predictions), Path(out)
+    cfg = load_config(config, overrides)
+    try:
+        manifest = json.loads((predictions / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RequestError(
+            f"{predictions} is not a prediction folder: no readable manifest.json"
+        ) from exc
+    if plan is not None:
+        _same_request(Path(plan), manifest)
+    model = manifest.get("model") or {}
+    card, warnings = None, []
+    if model.get("run_id"):
+        try:
+            text, metrics = tracking.read_model_card(model["run_id"], cfg.tracking)
+            card = rep.ModelCard(
+                name=model.get("name") or "", version=model.get("version"),
+                run_id=model["run_id"], markdown=text, metrics=metrics,
+            )  # fmt: skip
+        except ModelError as exc:
+            warnings.append(f"model card left out: {exc}")
+    with _writing(out):
+        rep.write_html(predictions, out, plan=None if plan is None else Path(plan), card=card)
+    return ReportResult(out, tuple(warnings))
+
+
+def _same_request(plan: Path, manifest: Mapping) -> None:
+    """A plan reported beside predictions of another brand or date would mislead: refuse."""
+    import json
+
+    try:
+        summary = json.loads((plan / "plan_summary.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"{plan} is not a plan folder: no readable plan_summary.json") from exc
+    mine = (summary.get("brand_id"), str(summary.get("as_of")))
+    theirs = (manifest.get("brand_id"), str(manifest.get("as_of")))
+    if mine != theirs:
+        raise RequestError(
+            f"the plan is for brand {mine[0]} as of {mine[1]}, the predictions for brand "
+            f"{theirs[0]} as of {theirs[1]}"
+        )
+
+
 def _pseudonymizer(variable: str | None, cfg: Config):
     """The keyed hash of follower ids, its key read from environment variable `variable`."""
     import os
@@ -444,9 +759,11 @@ def _write_predictions(
     }
     with io.atomic_dir(out) as tmp:
         # drift is counted where the rows are scored in this process (not on Spark's executors)
-        drift = None
+        drift = explain = None
         if engine == "duckdb" and model.reference is not None:
             drift = DriftCounter(model.reference)
+        if engine == "duckdb":
+            explain = scoring.ContributionCounter(model)
         if engine == "spark":
             from loyalty_model.spark import FOLLOWER_FOLDER
             from loyalty_model.training import spark_reads_the_files
@@ -475,6 +792,7 @@ def _write_predictions(
                 seconds,
                 pseudonyms[1] if pseudonyms else None,
                 drift,
+                explain,
             )
             with timed(seconds, "write"):
                 writer.close()
@@ -492,6 +810,12 @@ def _write_predictions(
         with timed(seconds, "write"):
             io.write_frame(aud, tmp / files["audience_scores"].name, fmt)
         rows = {"follower_scores": n_followers, "audience_scores": len(aud)}
+        if explain is not None:  # computed where the rows are scored: not on Spark's executors
+            files["audience_explanations"] = out / f"audience_explanations.{fmt}"
+            explanations = explain.table()
+            with timed(seconds, "write"):
+                io.write_frame(explanations, tmp / files["audience_explanations"].name, fmt)
+            rows["audience_explanations"] = len(explanations)
         with timed(seconds, "fingerprint inputs"):
             inputs = io.input_fingerprints(con, data_dir)
         with timed(seconds, "write"):
@@ -515,6 +839,7 @@ def _write_predictions(
                     None if drift is None else drift.summary(cfg.evaluation.drift_psi_threshold)
                 ),
             },
+            cal.audience_spread,
         )
         io.write_json(manifest, tmp / files["manifest"].name)
     return PredictionResult(

@@ -460,6 +460,165 @@ def predict_command(
         _print_against_truth(result)
 
 
+@app.command("plan")
+def plan_command(
+    data: Annotated[Path, typer.Option(help="Data directory holding the five tables.")],
+    brand: Annotated[str, typer.Option(help="Brand to plan a campaign for (a brands.brand_id).")],
+    budget: Annotated[
+        float,
+        typer.Option(help="Amount to spend, in the data's currency (data.currency), e.g. 50000."),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder: plan, plan_summary.json and the predictions planned from "
+            "(predictions/); replaced atomically when done."
+        ),
+    ],
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            help="Campaign start, a UTC date (YYYY-MM-DD); features use days before it. "
+            "Default: the day after the last event."
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="MLflow model URI (models:/NAME@ALIAS, models:/NAME/VERSION, runs:/RUN/model). "
+            "Default: models:/NAME@champion."
+        ),
+    ] = None,
+    candidates: Annotated[
+        str | None,
+        typer.Option(
+            help="Influencers to choose from: ID,ID,... or @FILE, a csv with an influencer_id "
+            "column and optionally cost (which wins over price_per_post), or one id per line. "
+            "Default: every influencer with a price."
+        ),
+    ] = None,
+    max_influencers: Annotated[
+        int | None,
+        typer.Option(help="Book at most this many influencers (every plan compared).", min=1),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config YAML (tracking section, data.currency, ...)."),
+    ] = None,
+    set_: SetOption = None,
+    fmt: Annotated[
+        str, typer.Option("--format", help="Output file format: parquet or csv.")
+    ] = "parquet",
+    engine: EngineOption = None,
+    predictions: Annotated[
+        Path | None,
+        typer.Option(
+            help="Plan from this prediction folder of the brand (what predict or an earlier plan "
+            "wrote) instead of scoring again: another budget on the same scores. Takes its "
+            "as-of and model."
+        ),
+    ] = None,
+) -> None:
+    """Choose the influencers to book within a budget for the most unique loyal customers.
+
+    Followers of several chosen influencers count once. Greedy by marginal gain per cost
+    (lazy evaluation, CELF) plus the best single influencer: within (1 - 1/e)/2 of the best
+    plan. Prints the plan against the best single influencer, the reach buyer's plan
+    (largest audiences first) and the best macro/mega-only plan at the same budget, on the
+    full-audience scale. See docs/output_contract.md#plans.
+    """
+    from loyalty_model import api
+    from loyalty_model.planner import read_candidates
+
+    with _errors():
+        named = None if candidates is None else read_candidates(candidates)
+        result = api.plan(
+            data,
+            brand,
+            budget,
+            out,
+            as_of=as_of,
+            candidates=named,
+            model=model,
+            max_influencers=max_influencers,
+            fmt=fmt,
+            config=config,
+            overrides=set_ or (),
+            engine=engine,
+            predictions=predictions,
+        )
+    _print_plans(result)
+
+
+def _print_plans(result) -> None:
+    s = result.summary
+    currency = s["currency"]
+    t = Table(
+        title=f"plans for {s['brand_id']} with a budget of {s['budget']:,.0f} {currency} "
+        f"(whole audiences; as of {str(s['as_of'])[:10]})"
+    )
+    truth = result.truth
+    columns = ["plan", "influencers", "cost", "expected unique loyal", "90 % interval"]
+    columns += ["cost / loyal"] + (["true unique loyal (simulator)"] if truth else [])
+    for col in columns:
+        t.add_column(col, justify="left" if col == "plan" else "right")
+    for name, p in s["plans"].items():
+        if p is None:
+            t.add_row(name.replace("_", " "), "-", "-", "no plan fits the budget", "", "")
+            continue
+        lo, hi = p["interval"]
+        t.add_row(
+            p["label"],
+            f"{len(p['influencers'])}",
+            f"{p['cost']:,.0f}",
+            f"{p['expected_unique_loyal']:,.0f}",
+            f"{lo:,.0f}–{hi:,.0f}",
+            _num(p["cost_per_expected_loyal"], "{:,.2f}"),
+            *([_num(truth.get(name), "{:,.0f}")] if truth else []),
+        )
+    Console(width=max(console.width, 120)).print(t)
+    c = s["candidates"]
+    console.print(
+        f"{c['with_cost']:,} candidates with a cost ({c['skipped_without_cost']:,} skipped "
+        f"without one, {c['over_budget']:,} over the budget alone); chosen by "
+        f"{s['method']['chosen_by']} in {result.planning_seconds:.1f}s "
+        f"({result.seconds:.1f}s in all); files in [bold]{result.out}[/]: plan, "
+        f"plan_summary.json; predictions planned from: {result.files['predictions']}",
+        highlight=False,
+    )
+
+
+@app.command("report")
+def report_command(
+    predictions: Annotated[
+        Path, typer.Option(help="A prediction folder (what predict writes, or PLAN/predictions).")
+    ],
+    out: Annotated[Path, typer.Option(help="The HTML file to write (replaced atomically).")],
+    plan: Annotated[
+        Path | None, typer.Option(help="A plan folder (what plan writes): adds the comparison.")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config YAML whose tracking section says where the model card is."),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """Write one self-contained HTML report for product teams (opens offline).
+
+    The audience leaderboard, loyal customers per 1,000 followers and cost per loyal customer
+    by tier, the plan comparison (with --plan), why the top audiences score high, the model
+    card (read from the tracking store, when it answers) and what the numbers mean. See
+    docs/report.md.
+    """
+    from loyalty_model import api
+
+    with _errors():
+        result = api.write_report(predictions, out, plan=plan, config=config, overrides=set_ or ())
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"report written to [bold]{result.out}[/]", highlight=False)
+
+
 def _influencer_ids(option: str) -> list[str]:
     """--influencers ID,ID,... or @FILE (ids separated by commas or lines)."""
     from loyalty_model.errors import RequestError

@@ -759,6 +759,21 @@ def write_frame(df, path: Path, fmt: str) -> None:
         pacsv.write_csv(table, path)
 
 
+def read_frame(path: Path, fmt: str):
+    """A pandas frame from one parquet or csv file, or from a folder of part files (what
+    the Spark engine writes), read in name order."""
+    import pandas as pd
+
+    path = Path(path)
+    parts = sorted(path.glob(f"*.{fmt}")) if path.is_dir() else [path]
+    if fmt == "parquet":
+        return pq.read_table(parts[0] if len(parts) == 1 else parts).to_pandas()
+    return pd.concat(
+        [pd.read_csv(p, dtype={"follower_id": str, "influencer_id": str}) for p in parts],
+        ignore_index=True,
+    )
+
+
 def read_truth_audiences(data_dir: Path):
     """The simulator's counterfactual truth of every audience in its scoring scenarios
     (ground_truth_audiences.parquet), when the data directory has it; None for real data."""

@@ -39,10 +39,22 @@ if TYPE_CHECKING:
 # rank and rank_basis; sample fraction columns; currency in the manifest (CHANGELOG.md)
 # 2.1: the engine in the manifest; with the spark engine, follower_scores is a folder
 # 2.2: data_last_event, as_of_days_after_last_event, data_warnings, on_bad_rows, quarantined
-OUTPUT_SCHEMA_VERSION = "2.2"
+# 2.3: audience_explanations (duckdb engine); audience_spread in the manifest
+OUTPUT_SCHEMA_VERSION = "2.3"
 # below this many followers scored an audience's rate rests on a handful of people: the printed
 # ranking marks it (the interval says how much)
 THIN_SAMPLE = 30
+
+# feature families by name prefix (longest first), in the words the report uses
+FAMILIES = (
+    ("fi_", "follower x influencer"),
+    ("fb_", "follower x brand"),
+    ("f_", "follower"),
+    ("inf_", "influencer"),
+    ("br_", "brand"),
+)
+BASE = "base"  # the model's average log-odds, the contributions' starting point
+EXPLAIN_FOLLOWERS = 200  # followers of each audience whose contributions explain its score
 
 FOLLOWER_SCHEMA = pa.schema(
     [
@@ -186,6 +198,64 @@ def feature_batches(
             yield rb.to_pandas()
 
 
+def feature_family(name: str) -> str:
+    """The family of a feature, by its name's prefix (features.py's docstring lists them)."""
+    return next((family for prefix, family in FAMILIES if name.startswith(prefix)), "other")
+
+
+class ContributionCounter:
+    """Why an audience scores as it does: the mean LightGBM contribution (`pred_contrib`, in
+    log-odds before calibration) of each feature family over up to `per_audience` followers
+    of each audience, the first ones in the order they are scored (by follower id).
+
+    Contributions cost far more than predictions, so they are computed for a bounded
+    number of rows per audience; rows arrive ordered by influencer."""
+
+    def __init__(self, model: LoyaltyModel, per_audience: int = EXPLAIN_FOLLOWERS) -> None:
+        self.booster = model.booster
+        self.families = [feature_family(n) for n in model.spec.names]
+        self.per_audience = per_audience
+        self.sums: dict[str, np.ndarray] = {}
+        self.counts: dict[str, int] = {}
+
+    def add(self, matrix: pd.DataFrame, inf: np.ndarray) -> None:
+        take = np.zeros(len(inf), bool)
+        for lo, hi, key in _runs(inf):
+            room = self.per_audience - self.counts.get(key, 0)
+            take[lo : lo + max(0, min(room, hi - lo))] = True
+        if not take.any():
+            return
+        contrib = self.booster.predict(matrix.to_numpy()[take], pred_contrib=True)
+        for lo, hi, key in _runs(inf[take]):
+            self.sums[key] = self.sums.get(key, 0) + contrib[lo:hi].sum(axis=0)
+            self.counts[key] = self.counts.get(key, 0) + hi - lo
+
+    def table(self) -> pd.DataFrame:
+        """One row per (influencer, family), influencers in id order, families in FAMILIES
+        order then `base`: influencer_id, family, mean_contribution, followers_explained."""
+        order = [*(f for _, f in FAMILIES), BASE]
+        columns = [*self.families, BASE]
+        rows = []
+        for key in sorted(self.sums):
+            mean = pd.Series(self.sums[key] / self.counts[key]).groupby(columns).sum()
+            rows += [
+                (key, family, float(mean[family]), self.counts[key])
+                for family in order
+                if family in mean.index
+            ]
+        return pd.DataFrame(
+            rows,
+            columns=["influencer_id", "family", "mean_contribution", "followers_explained"],
+        ).astype({"mean_contribution": "float64", "followers_explained": "int64"})
+
+
+def _runs(keys: np.ndarray) -> Iterator[tuple[int, int, object]]:
+    """(start, end, key) of each run of equal keys."""
+    bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(keys)], strict=True):
+        yield int(lo), int(hi), keys[lo]
+
+
 # -- the run --------------------------------------------------------------------------------
 
 
@@ -214,6 +284,7 @@ def score(
     seconds: dict[str, float] | None = None,
     pseudonymize: Callable[[np.ndarray], np.ndarray] | None = None,
     drift: DriftCounter | None = None,
+    explain: ContributionCounter | None = None,
 ) -> tuple[int, dict[str, AudienceAccumulator]]:
     """Score every batch, hand follower rows to `write`, accumulate audiences; the time of
     each part (model, audience sums, write) is added to `seconds`.
@@ -221,7 +292,8 @@ def score(
     `pseudonymize`: follower ids are written as its pseudonyms, and each influencer's rows
     ordered by pseudonym (ordered by the real id, rows could be matched to a known list of
     followers by rank). An influencer's rows are held until all of them have been scored.
-    `drift` counts the rows scored in the bins of the model's training reference."""
+    `drift` counts the rows scored in the bins of the model's training reference; `explain`
+    adds the contributions of the first followers of each audience."""
     seconds = {} if seconds is None else seconds
     audiences: dict[str, AudienceAccumulator] = {}
     written = 0
@@ -251,6 +323,9 @@ def score(
             with timed(seconds, "drift"):
                 drift.add(matrix)
         inf = frame["influencer_id"].to_numpy(dtype=object)
+        if explain is not None:
+            with timed(seconds, "explanations"):
+                explain.add(matrix, inf)
         with timed(seconds, "audience sums"):
             accumulate(audiences, [inf], p)
         with timed(seconds, "write"):
@@ -433,10 +508,12 @@ def manifest(
     audiences: pd.DataFrame,
     engine: str = "duckdb",
     data: Mapping[str, object] | None = None,
+    spread: Mapping[str, float] | None = None,
 ) -> dict:
     """manifest.json of a prediction folder (docs/output_contract.md); `engine`: the one that
     built the features and scored the followers; `data`: what reading the tables found
-    (warnings, rows quarantined per table and reason)."""
+    (warnings, rows quarantined per table and reason); `spread`: the model's spread of
+    probabilities within audiences, per tier (the intervals' prior)."""
     from dataclasses import asdict
 
     from loyalty_model import __version__
@@ -467,6 +544,7 @@ def manifest(
         "scale": "full_audience",
         "interval": INTERVAL,
         "audience_dispersion": dispersion,
+        "audience_spread": dict(spread or {}),
         "audiences": audience_summary(audiences),
     }
 

@@ -615,6 +615,22 @@ def _load_for_scoring(uri: str, store: str) -> tuple[LoyaltyModel, ModelRef]:
     return model, ModelRef(uri, name, version, run_id or logged_run)
 
 
+def read_model_card(run_id: str, cfg: TrackingConfig) -> tuple[str, dict[str, float]]:
+    """(the run's model_card.md, its metrics) for the report; one-line ModelError when the
+    store does not answer or the run has no card."""
+    _quiet()
+    with _store(cfg) as store:
+        try:
+            metrics = dict(MlflowClient().get_run(run_id).data.metrics)
+            text = mlflow.artifacts.load_text(f"runs:/{run_id}/model_card.md")
+        except (MlflowException, OSError) as exc:
+            raise ModelError(
+                f"cannot read the model card of run {run_id} from {_shown(store)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+    return text, metrics
+
+
 def _native_files(folder: Path, uri: str) -> tuple[Path, str | None]:
     """The folder of the model's native files (booster text, JSON spec and calibration), read
     from the MLmodel file (YAML) of a downloaded model, and the run that logged it. Scoring

@@ -13,7 +13,9 @@ from loyalty_model import simulation as sim
 from loyalty_model.simulation.truth import (
     QUADRATURE_NODES,
     choose_scenarios,
+    counterfactual_parts,
     counterfactual_probabilities,
+    set_probabilities,
     state_at,
 )
 
@@ -46,6 +48,39 @@ def test_truth_reproduces_the_campaigns_probabilities(world_and_outcomes):
         np.testing.assert_allclose(got.sort_index(), want.sort_index(), rtol=1e-12)
         checked += len(rows)
     assert checked > 1000
+
+
+def test_set_truth_reproduces_the_waves_of_several_influencers(world_and_outcomes):
+    """The truth of several campaigns at once (what a plan books) is the simulator's own: for
+    each wave of two influencers or more, with each campaign's effect, the combined
+    probability of every follower is the p_true the wave was drawn with, shared followers
+    included."""
+    w, out = world_and_outcomes
+    gt = out.ground_truth.to_pandas()
+    effects = sim.campaign_effects(w)
+    checked = shared = 0
+    for wave in np.unique(w.ca_wave):
+        camps = np.flatnonzero(w.ca_wave == wave)
+        if len(camps) < 2:
+            continue
+        brand, start = int(w.ca_brand[camps[0]]), int(w.ca_start[camps[0]])
+        state = state_at(out.brand_states[brand], start)
+        ids, parts = [], []
+        for c in camps:
+            rows = w.follows_of(w.ca_inf[c])
+            rows = rows[w.following_at(rows, start)]
+            ids.append(np.array([w.ids["f"][f].as_py() for f in w.fw_fol[rows]], dtype=object))
+            parts.append(counterfactual_parts(w, state, brand, rows, effect=effects[c]))
+        ids_all = np.concatenate(ids)
+        followers, p = set_probabilities(
+            ids_all, *(np.concatenate([pt[k] for pt in parts]) for k in range(3))
+        )
+        names = {w.ids["c"][c].as_py() for c in camps}
+        want = gt[gt.campaign_id.isin(names)].groupby("follower_id").p_true.first()
+        np.testing.assert_allclose(p, want.loc[followers].to_numpy(), rtol=1e-12)
+        checked += len(followers)
+        shared += len(ids_all) - len(followers)
+    assert checked > 100 and shared > 0
 
 
 def test_the_campaign_effect_is_integrated_over_its_distribution(world_and_outcomes):

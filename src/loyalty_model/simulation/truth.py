@@ -73,12 +73,13 @@ def state_at(states: list[BrandState], t: int) -> BrandState:
     return valid[-1] if valid else BrandState(t, np.zeros(0, np.int64), np.zeros(0))
 
 
-def counterfactual_probabilities(
+def counterfactual_parts(
     w: World, state: BrandState, brand: int, follow_rows: np.ndarray, effect: float | None = None
-) -> np.ndarray:
-    """True probability of the label for each follow row's follower, had its influencer alone
-    posted for `brand` when `state` holds; the campaign's effect integrated out over its
-    distribution, or fixed at `effect`."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each follow row, had its influencer alone posted for `brand` when `state` holds:
+    the probability that the follower converts (the campaign's effect integrated out over its
+    distribution, or fixed at `effect`), the probability of buying again having converted,
+    and the purchases expected from the other sources in the window (a Poisson mean)."""
     fol = w.fw_fol[follow_rows]
     if effect is None:
         nodes, weights = np.polynomial.hermite.hermgauss(QUADRATURE_NODES)
@@ -91,7 +92,36 @@ def counterfactual_probabilities(
     p_convert = np.where(w.fol_bot[fol], 0.0, p_convert)
     p_repeat = repeat_probability(w, fol, brand)
     other = background_rate(w, fol, np.full(len(fol), brand)) + state.rate_of(fol)
-    return loyal_probability(p_convert, p_repeat, other * LABEL_HORIZON_DAYS)
+    return p_convert, p_repeat, other * LABEL_HORIZON_DAYS
+
+
+def counterfactual_probabilities(
+    w: World, state: BrandState, brand: int, follow_rows: np.ndarray, effect: float | None = None
+) -> np.ndarray:
+    """True probability of the label for each follow row's follower, had its influencer alone
+    posted for `brand` when `state` holds; the campaign's effect integrated out over its
+    distribution, or fixed at `effect`."""
+    return loyal_probability(*counterfactual_parts(w, state, brand, follow_rows, effect))
+
+
+def set_probabilities(
+    follower_id: np.ndarray, p_convert: np.ndarray, p_repeat: np.ndarray, other: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(followers, true probability of the label) had a *set* of influencers each posted for
+    the brand at once, from the rows of `ground_truth_scoring` of the set's audiences (one
+    row per follower and influencer): as in a wave of the simulator, a follower converts
+    unless every campaign they see fails, and has one outcome whichever they follow. The
+    campaigns' own effects are independent, so integrating each out before combining is
+    exact: P(convert) = 1 - prod (1 - p_convert)."""
+    followers, inv = np.unique(np.asarray(follower_id), return_inverse=True)
+    log_miss = np.zeros(len(followers))
+    np.add.at(log_miss, inv, np.log1p(-np.minimum(np.asarray(p_convert, float), 1.0)))
+    first = np.zeros(len(followers), np.int64)
+    first[inv[::-1]] = np.arange(len(inv))[::-1]  # a row of each follower: the follower's parts
+    p = loyal_probability(
+        1 - np.exp(log_miss), np.asarray(p_repeat)[first], np.asarray(other)[first]
+    )
+    return followers, p
 
 
 def scenario_truth(
@@ -103,7 +133,8 @@ def scenario_truth(
     for sc in scenarios:
         state = state_at(states.get(sc.brand, []), sc.as_of)
         active = np.flatnonzero(w.following_at(np.arange(len(w.fw_inf)), sc.as_of))
-        p = counterfactual_probabilities(w, state, sc.brand, active)
+        p_convert, p_repeat, other = counterfactual_parts(w, state, sc.brand, active)
+        p = loyal_probability(p_convert, p_repeat, other)
         inf = w.fw_inf[active]
         rows.append(
             pa.table(
@@ -115,6 +146,11 @@ def scenario_truth(
                     "influencer_id": take(ids["i"], inf),
                     "is_bot": pa.array(w.fol_bot[w.fw_fol[active]]),
                     "p_true": pa.array(p),
+                    # the parts of p_true, for the truth of several campaigns at once
+                    # (set_probabilities)
+                    "p_convert": pa.array(p_convert),
+                    "p_repeat": pa.array(p_repeat),
+                    "other_purchases": pa.array(other),
                 }
             )
         )
