@@ -10,6 +10,7 @@ DEMO_DIR ?= demo_out
 PRESET ?= small
 SEED ?= 7
 BRAND ?= b0004
+BUDGET ?= 50000
 BENCH_PRESETS ?= small,medium
 BENCH_ENGINES ?= duckdb,spark
 
@@ -26,11 +27,15 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP) ## Create .venv and install the package with dev and spark extras
 
-demo: setup ## Simulate `small`, validate, train + register a model, predict for one brand
+demo: setup ## Simulate `small`, validate, train + register a model, predict, plan, report
 	$(BIN)/loyalty-model simulate --preset $(PRESET) --seed $(SEED) --out $(DEMO_DIR)/data
 	$(BIN)/loyalty-model validate --data $(DEMO_DIR)/data
 	$(BIN)/loyalty-model train --config configs/default.yaml --data $(DEMO_DIR)/data
 	$(BIN)/loyalty-model predict --data $(DEMO_DIR)/data --brand $(BRAND) --out $(DEMO_DIR)/predictions
+	$(BIN)/loyalty-model plan --data $(DEMO_DIR)/data --brand $(BRAND) --budget $(BUDGET) \
+		--predictions $(DEMO_DIR)/predictions --out $(DEMO_DIR)/plan
+	$(BIN)/loyalty-model report --predictions $(DEMO_DIR)/predictions --plan $(DEMO_DIR)/plan \
+		--out $(DEMO_DIR)/report.html
 
 test: setup ## Run the whole test suite
 	$(BIN)/pytest
