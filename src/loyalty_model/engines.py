@@ -52,7 +52,15 @@ def duckdb_connection(
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
     con.execute("SET preserve_insertion_order = false")
-    con.execute("SET enable_progress_bar = false")  # ours report progress; DuckDB's litters logs
+    try:
+        con.execute(
+            "SET enable_progress_bar = false"
+        )  # ours report progress; DuckDB's litters logs
+    except duckdb.InvalidInputException as exc:
+        # a Jupyter kernel without ipywidgets: DuckDB refuses to change the setting, as it
+        # cannot draw a bar there at all (duckdb/duckdb#6831); nothing to turn off
+        if "progress bar" not in str(exc):
+            raise
     if temp_dir:
         con.execute(f"SET temp_directory = '{temp_dir}'")
     if threads:

@@ -216,11 +216,13 @@ def _td(text: str, sort: Any = "", cls: str = "num") -> str:
     return _el("td", text, cls="num", data_v="" if sort in ("", None) else repr(float(sort)))
 
 
-def _table_html(headers: list[tuple[str, bool]], rows: list[str], cls: str = "") -> str:
-    """A table from headers as (text, numeric) and ready <tr> rows."""
+def _table_html(
+    headers: list[tuple[str, bool]], rows: list[str], cls: str = "", box: str = "scroll"
+) -> str:
+    """A table from headers as (text, numeric) and ready <tr> rows, in a div of class `box`."""
     ths = "".join(_el("th", escape(h), cls="num" if n else "", scope="col") for h, n in headers)
     head = f"<table{f' class={cls}' if cls else ''}><thead><tr>{ths}</tr></thead>"
-    return f'<div class="scroll">{head}\n<tbody>\n' + "\n".join(rows) + "\n</tbody></table></div>"
+    return f'<div class="{box}">{head}\n<tbody>\n' + "\n".join(rows) + "\n</tbody></table></div>"
 
 
 def _section(sid: str, title: str, body: str) -> str:
@@ -290,7 +292,11 @@ def _leaderboard(rows: list[Row], currency: str) -> str:
         f' <span class="badge thin">thin sample</span> marks the {sum(map(_thin, rows))}'
         f" audience(s) with fewer than {THIN_SAMPLE} followers scored.</p>"
     )
-    table = _table_html(headers, body, "sortable")
+    # a long leaderboard scrolls in its own box (headers stay), so the sections after it are
+    # a screen away, not hundreds of rows
+    table = _table_html(
+        headers, body, "sortable", box="scroll long" if len(rows) > 25 else "scroll"
+    )
     return _section("leaderboard", "Audience leaderboard", intro + table)
 
 
@@ -508,11 +514,10 @@ def _plan(plan: Plan, currency: str) -> str:
                       ("expected loyal alone", True), ("adds unique loyal", True),
                       ("unique loyal so far", True), ("cost so far", True)]  # fmt: skip
     chosen = [_chosen_row(r, currency) for r in _records(plan.plan.sort_values("step"))]
-    counts = sorted((s.get("candidates") or {}).items())
-    cands = ", ".join(f"{_e(str(k).replace('_', ' '))}: {_e(v)}" for k, v in counts)
+    cands = _candidates_sentence(s.get("candidates") or {})
     return _section("plan", "Campaign plan", "".join([
         f"<p>{escape(_plan_sentence(plans, s.get('budget'), currency))}</p>",
-        f'<p class="note">Candidates: {cands}.</p>' if cands else "",
+        f'<p class="note">{escape(cands)}</p>' if cands else "",
         _table_html(headers, [_plan_row(k, p, currency) for k, p in plans.items()], "plans"),
         f'<div class="charts">{_plan_chart(plans)}</div>',
         "<h3>The planner's influencers, in the order chosen</h3><p>A follower of several chosen"
@@ -525,9 +530,28 @@ def _plan(plan: Plan, currency: str) -> str:
 # -- Why: explanations ------------------------------------------------------------------------
 
 
+def _candidates_sentence(c: dict) -> str:
+    """The candidates of a plan in one sentence (plan_summary.json's `candidates`)."""
+    if "candidates" not in c:
+        return ""
+    parts = [f"{_count(c.get('with_cost'))} with a cost"]
+    if c.get("cost_from_candidates_file"):
+        parts[0] += f" ({_count(c['cost_from_candidates_file'])} from the candidates file)"
+    for key, words in (
+        ("skipped_without_cost", "skipped without a cost"),
+        ("over_budget", "over the budget on their own"),
+        ("without_followers_scored", "without followers scored (never chosen)"),
+    ):
+        if c.get(key):
+            parts.append(f"{_count(c[key])} {words}")
+    return f"{_count(c['candidates'])} candidates: " + ", ".join(parts) + "."
+
+
 def _why_sentence(contrib: dict[str, float]) -> str:
-    """The families that raise and lower an audience's score most, in plain words."""
-    items = [(f, v) for f, v in contrib.items() if f != "base"]
+    """The families that raise and lower an audience's score most, in plain words. The
+    brand's own features are left out: one brand is scored, so they move every audience
+    alike (the section's introduction gives them once)."""
+    items = [(f, v) for f, v in contrib.items() if f not in ("base", "brand")]
     words = {f: FAMILIES.get(f, (f, f))[0] for f, _ in items}
     ups = sorted((x for x in items if x[1] > 0), key=lambda x: -x[1])
     downs = sorted((x for x in items if x[1] < 0), key=lambda x: x[1])
@@ -592,6 +616,7 @@ def _why(pred: Predictions, rows: list[Row]) -> str:
     shown = [contrib[str(r["influencer_id"])] for r in top]
     scale = max([abs(v) for c in shown for f, v in c.items() if f != "base"] + [1e-9])
     base = _median(c["base"] for c in shown if "base" in c)
+    brand = _median(c["brand"] for c in shown if "brand" in c)
     items = [
         f"<tr>{_td(_count(r['rank_cost'] or r['rank_rate']))}{_td(_e(r['influencer_id']), cls='')}"
         f"<td>{escape(_why_sentence(c))}</td><td>{_diverging(c, scale)}</td></tr>"
@@ -602,7 +627,14 @@ def _why(pred: Predictions, rows: list[Row]) -> str:
         " away from its average, by family of features. Each number is the mean contribution"
         " over the followers explained, in log-odds before calibration (+0.7 is about twice the"
         " odds)" + (f"; the model's average: {_signed(base)} log-odds" if base is not None else "")
-        + ". These are what the model leans on, not causes. Bars share one scale.</p>"
+        + "."
+        + (
+            f" The brand's own features move every audience alike (median {_signed(brand)}),"
+            " so the sentences leave them out."
+            if brand is not None
+            else ""
+        )
+        + " These are what the model leans on, not causes. Bars share one scale.</p>"
     )  # fmt: skip
     headers = [("rank", True), ("influencer", False), ("in plain words", False),
                ("contributions", False)]  # fmt: skip
@@ -742,7 +774,8 @@ h2{font-size:20px;margin:36px 0 8px;padding-top:10px;border-top:1px solid #e4e7e
 nav{font-size:14px}nav a{color:#2b6cb0;margin-right:14px}
 .facts{display:grid;grid-template-columns:max-content 1fr;gap:2px 16px;margin:8px 0}
 .facts dt{color:#52606d}.facts dd{margin:0}
-.scroll{overflow-x:auto}table{border-collapse:collapse;width:100%;font-size:13.5px;margin:8px 0}
+.scroll{overflow-x:auto}.scroll.long{max-height:640px;overflow-y:auto}
+table{border-collapse:collapse;width:100%;font-size:13.5px;margin:8px 0}
 th,td{padding:4px 8px;border-bottom:1px solid #e4e7eb;text-align:left;vertical-align:top}
 th{background:#f5f7fa;font-weight:600;vertical-align:bottom}
 .num{text-align:right;white-space:nowrap}th.num{white-space:normal}

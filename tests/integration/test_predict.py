@@ -60,9 +60,10 @@ def test_a_scenario_of_the_simulator_is_checked_against_its_truth(trained, tmp_p
     assert other.exit_code == 0 and "ground truth" not in other.output
 
 
-def test_writes_the_three_files(scored):
+def test_writes_the_four_files(scored):
     out, output = scored
     assert sorted(p.name for p in out.iterdir()) == [
+        "audience_explanations.parquet",
         "audience_scores.parquet",
         "follower_scores.parquet",
         "manifest.json",
@@ -154,7 +155,7 @@ def test_manifest(scored, trained):
     m = json.loads((out / "manifest.json").read_text())
     assert m["model"]["name"] == "audience-loyalty" and m["model"]["version"] == "1"
     assert m["model"]["run_id"] and m["model"]["uri"] == "models:/audience-loyalty@champion"
-    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.2"
+    assert m["brand_id"] == "b0001" and m["output_schema_version"] == "2.3"
     last = pd.read_parquet(trained / "events.parquet").event_ts.max()
     assert m["data_last_event"] == last.isoformat() and m["as_of_days_after_last_event"] == 1
     assert m["data_warnings"] == [] and m["on_bad_rows"] == "fail" and m["quarantined"] == {}
@@ -175,6 +176,39 @@ def test_manifest(scored, trained):
     assert ev["rows"] == len(pd.read_parquet(trained / "events.parquet"))
     f = pd.read_parquet(out / "follower_scores.parquet")
     assert m["rows_written"]["follower_scores"] == len(f)
+    assert set(m["audience_spread"]) <= {"nano", "micro", "mid", "macro", "mega"}
+    assert m["audience_spread"] and all(v >= 0 for v in m["audience_spread"].values())
+
+
+def test_explanations_add_up_to_the_raw_scores_of_the_followers_explained(scored, trained):
+    """Per audience, the families' mean contributions plus the base are the mean raw score
+    (log-odds before calibration) of its first followers, at most EXPLAIN_FOLLOWERS."""
+    from loyalty_model import tracking
+    from loyalty_model.config import load_config
+    from loyalty_model.scoring import EXPLAIN_FOLLOWERS, FAMILIES
+
+    out, _ = scored
+    ex = pd.read_parquet(out / "audience_explanations.parquet")
+    f = pd.read_parquet(out / "follower_scores.parquet")
+    scored_per = f.groupby("influencer_id").size()
+    assert sorted(ex.influencer_id.unique()) == sorted(scored_per.index)
+    counts = ex.groupby("influencer_id").followers_explained.first()
+    assert (counts == scored_per.clip(upper=EXPLAIN_FOLLOWERS).loc[counts.index]).all()
+    assert set(ex.family) <= {name for _, name in FAMILIES} | {"base"}
+    # the raw score of the first followers, from the model itself
+    model, _ = tracking.load_for_scoring(
+        "models:/audience-loyalty@champion", load_config(None).tracking
+    )
+    p = f.groupby("influencer_id").head(EXPLAIN_FOLLOWERS)
+    logit = np.log(p.p_loyal / (1 - p.p_loyal))
+    total = ex.groupby("influencer_id").mean_contribution.sum()
+    cal = model.calibrator
+    if cal.method == "sigmoid":  # logit(p) = a raw + b: the raw score back from p
+        raw = ((logit - cal.b) / cal.a).groupby(p.influencer_id).mean()
+        np.testing.assert_allclose(total.to_numpy(), raw.loc[total.index].to_numpy(), atol=1e-6)
+    else:  # isotonic keeps only the order of the raw scores
+        mean_logit = logit.groupby(p.influencer_id).mean().loc[total.index]
+        assert total.corr(mean_logit, "spearman") > 0.9
 
 
 def test_deterministic_bytes(trained, scored, tmp_path):

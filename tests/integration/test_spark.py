@@ -138,8 +138,10 @@ def test_predict_on_spark_writes_the_audiences_and_manifest_duckdb_writes(predic
     assert (ms["engine"], md["engine"]) == ("spark", "duckdb")
     assert sorted(ms) == sorted(md)
     differ = sorted(k for k in md if ms[k] != md[k])
-    # drift is counted where the rows are scored in the driver's process: not on Spark
-    assert differ == ["created_at", "drift", "engine"] and ms["drift"] is None
+    # drift and explanations are counted where the rows are scored in the driver's process:
+    # not on Spark
+    assert differ == ["created_at", "drift", "engine", "rows_written"] and ms["drift"] is None
+    assert md["rows_written"] == {**ms["rows_written"], "audience_explanations": 72}
 
 
 def test_an_unreachable_master_is_one_line_and_writes_nothing(tiny_world, tmp_path, monkeypatch):

@@ -312,9 +312,21 @@ def test_plan_section_compares_plans_and_lists_the_planner_steps(tmp_path):
     assert body.count('class="bar"') == 1 and body.count('class="bar alt"') == 2
 
 
+def test_candidates_are_counted_in_words():
+    text = report._candidates_sentence(
+        {"candidates": 250, "with_cost": 223, "cost_from_candidates_file": 0}
+        | {"skipped_without_cost": 27, "over_budget": 5, "without_followers_scored": 6}
+    )
+    assert text == (
+        "250 candidates: 223 with a cost, 27 skipped without a cost, 5 over the budget on their"
+        " own, 6 without followers scored (never chosen)."
+    )
+
+
 def test_why_says_which_families_raise_and_lower_the_score():
-    text = report._why_sentence(
+    text = report._why_sentence(  # the brand moves every audience of one brand alike: left out
         {"follower x brand": 0.42, "influencer": -0.10, "follower": 0.05, "base": -4.0}
+        | {"brand": -0.9}
     )
     assert text == (
         "Followers' history with the brand raises the score the most (+0.42 log-odds);"
