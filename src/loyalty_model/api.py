@@ -431,6 +431,11 @@ def plan(
     t0 = time.perf_counter()
     if predictions is not None and (as_of or model or engine):
         raise RequestError("plan from a prediction folder takes its as-of, model and engine")
+    if predictions is not None and _overlaps(out, Path(predictions)):
+        raise RequestError(
+            f"the output folder {out} would replace the predictions it plans from "
+            f"({predictions}): write the plan to another folder"
+        )
     with _writing(out), io.atomic_dir(out) as tmp:
         if predictions is None:
             pred = predict(
@@ -449,7 +454,7 @@ def plan(
             follower_file, where = pred.files["follower_scores"], "predictions"
         else:
             manifest, aud, follower_file = _prediction_folder(Path(predictions), brand, named)
-            where = str(Path(predictions).resolve())
+            where = str(Path(predictions).absolute())
         t1 = time.perf_counter()
         cost, counts = planner.candidate_costs(aud, named)
         if cost.empty:

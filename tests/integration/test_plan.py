@@ -85,6 +85,12 @@ def test_a_second_budget_plans_from_the_same_predictions(planned, trained, tmp_p
         pd.read_parquet(out / "plan.parquet")
     )
     assert not (tmp_path / "again" / "predictions").exists()
+    summary = json.loads((tmp_path / "again" / "plan_summary.json").read_text())
+    assert summary["predictions"] == str((out / "predictions").absolute())  # as given
+    # into the folder that holds them: replacing it would remove the predictions
+    same = plan(trained, out, 20_000, "--predictions", str(out / "predictions"))
+    assert same.exit_code == 2 and "would replace the predictions it plans from" in same.output
+    assert (out / "predictions" / "manifest.json").is_file()
 
 
 def test_candidates_file_with_costs(trained, planned, tmp_path):
