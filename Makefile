@@ -55,4 +55,5 @@ docs: setup ## Regenerate docs/configuration.md from the config models
 	$(BIN)/python -c "from loyalty_model.config import reference_markdown as r; print(r(), end='')" > docs/configuration.md
 
 clean: ## Remove the venv, demo output and caches
-	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache mlflow.db mlflow.db.lock mlruns
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache mlflow.db mlflow.db.lock mlruns \
+		.loyalty-cache

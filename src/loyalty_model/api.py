@@ -138,6 +138,7 @@ def train(
     stage: Callable[[str], None] | None = None,
     engine: Engine | None = None,
     on_bad_rows: Literal["fail", "drop"] | None = None,
+    cache: bool | None = None,
 ) -> TrainResult:
     """Build point-in-time features, fit and calibrate LightGBM, evaluate it (against the
     baselines, the current champion on the same test rows and, on simulated data, the ground
@@ -149,12 +150,16 @@ def train(
     each stage (in words) as it starts; `engine` builds the features: duckdb or spark
     (default: the config's data.engine; recorded on the run); `on_bad_rows`: fail on rows
     that break the data contract, or drop them, logged with the run under quarantine/
-    (default: the config's data.on_bad_rows)."""
+    (default: the config's data.on_bad_rows); `cache`: False neither reads nor writes the
+    feature cache, True uses it (default: the config's cache.enabled; the run's tags
+    feature_cache=hit|miss|off and feature_cache_key say what happened)."""
     from loyalty_model import tracking, training
 
     stage = stage or (lambda _: None)
+    use_cache = [] if cache is None else [f"cache.enabled={'true' if cache else 'false'}"]
     cfg = load_config(
-        config, [*overrides, *_engine_override(engine), *_bad_rows_override(on_bad_rows)]
+        config,
+        [*overrides, *_engine_override(engine), *_bad_rows_override(on_bad_rows), *use_cache],
     )
     if data_dir is not None:  # a path, not YAML: '#', ':' or 'yes' in it stay as they are
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
@@ -436,6 +441,10 @@ def plan(
             f"the output folder {out} would replace the predictions it plans from "
             f"({predictions}): write the plan to another folder"
         )
+    # prices are known before scoring: a budget that buys nobody is refused at once
+    prices = _prices(data_dir)
+    if prices is not None:
+        _affordable(planner.candidate_costs(prices, named)[0], budget)
     with _writing(out), io.atomic_dir(out) as tmp:
         if predictions is None:
             pred = predict(
@@ -453,20 +462,13 @@ def plan(
             manifest, aud = pred.manifest, pred.audiences
             follower_file, where = pred.files["follower_scores"], "predictions"
         else:
-            manifest, aud, follower_file = _prediction_folder(Path(predictions), brand, named)
+            manifest, aud, follower_file = _prediction_folder(
+                Path(predictions), brand, named, data_dir
+            )
             where = str(Path(predictions).absolute())
         t1 = time.perf_counter()
         cost, counts = planner.candidate_costs(aud, named)
-        if cost.empty:
-            raise RequestError(
-                f"no candidate has a cost: {counts['candidates']} candidate(s) without "
-                "price_per_post (give costs in a candidates file)"
-            )
-        if budget < cost.min():
-            raise RequestError(
-                f"budget {budget:,.2f} is below the cheapest candidate's cost "
-                f"{cost.min():,.2f} ({cost.idxmin()})"
-            )
+        _affordable(cost, budget)
         followers = io.read_frame(follower_file, manifest["format"])
         summary, table, inst, choices = _plans(
             planner, followers, aud, cost, budget, max_influencers, manifest
@@ -481,7 +483,7 @@ def plan(
             "model": manifest["model"],
             "candidates": {
                 **counts,
-                "without_followers_scored": int((inst.factor == 0).sum()),
+                "without_followers_scored": int(sum(inst.scored(j) == 0 for j in range(inst.n))),
                 "over_budget": int((inst.cost > budget).sum()),
             },
             **summary,
@@ -495,7 +497,9 @@ def plan(
         }
         io.write_frame(table, tmp / files["plan"].name, fmt)
         io.write_json(summary, tmp / files["summary"].name)
-    truth = _plan_truth(planner, data_dir, brand, manifest["as_of"], inst, choices)
+    truth = None
+    if not manifest.get("follower_ids", {}).get("pseudonymized"):
+        truth = _plan_truth(planner, data_dir, brand, manifest["as_of"], inst, choices)
     return PlanResult(
         out=out,
         files=MappingProxyType(files),
@@ -507,9 +511,43 @@ def plan(
     )
 
 
-def _prediction_folder(folder: Path, brand: str, named) -> tuple[dict, pd.DataFrame, Path]:
-    """(manifest, audience_scores, follower_scores path) of a prediction folder of `brand`
-    that scored every candidate."""
+def _prices(data_dir: Path) -> pd.DataFrame | None:
+    """influencer_id and price_per_post of the data, read before anything is scored; None
+    when the table cannot be read as it is (scoring then reports what is wrong with it)."""
+    import duckdb
+
+    from loyalty_model import io
+    from loyalty_model.errors import ContractError
+
+    try:
+        with duckdb.connect() as con:
+            view = io.register_raw(con, data_dir, "influencers")
+            return con.execute(
+                f"SELECT CAST(influencer_id AS VARCHAR) AS influencer_id, "
+                f"TRY_CAST(price_per_post AS DOUBLE) AS price_per_post FROM {view}"
+            ).df()
+    except (duckdb.Error, ContractError):
+        return None
+
+
+def _affordable(cost: pd.Series, budget: float) -> None:
+    """Refuse a plan no candidate can be part of: none with a cost, or none within budget."""
+    if cost.empty:
+        raise RequestError(
+            "no candidate has a cost: none has a price_per_post (give costs in a candidates file)"
+        )
+    if budget < cost.min():
+        raise RequestError(
+            f"budget {budget:,.2f} is below the cheapest candidate's cost "
+            f"{cost.min():,.2f} ({cost.idxmin()})"
+        )
+
+
+def _prediction_folder(
+    folder: Path, brand: str, named, data_dir: Path
+) -> tuple[dict, pd.DataFrame, Path]:
+    """(manifest, audience_scores, follower_scores path) of a prediction folder of `brand`,
+    made from the tables of `data_dir`, that scored every candidate."""
     import json
 
     from loyalty_model import io
@@ -522,8 +560,15 @@ def _prediction_folder(folder: Path, brand: str, named) -> tuple[dict, pd.DataFr
         raise RequestError(f"{folder} is not a readable prediction folder ({exc})") from exc
     if manifest.get("brand_id") != brand:
         raise RequestError(f"the predictions in {folder} are for brand {manifest.get('brand_id')}")
-    if manifest.get("follower_ids", {}).get("pseudonymized"):
-        raise RequestError(f"the predictions in {folder} have pseudonymized follower ids")
+    # the same data: the small tables' digests (events, the big one, is not hashed again)
+    inputs = manifest.get("inputs", {})
+    for table in ("influencers", "brands", "follows"):
+        recorded = (inputs.get(table) or {}).get("sha256")
+        if recorded and recorded != io.fingerprint(io.table_source(data_dir, table)):
+            raise RequestError(
+                f"the predictions in {folder} were made from other data than {data_dir} "
+                f"(table {table} differs)"
+            )
     if named is not None:
         missing = set(named["influencer_id"].astype(str)) - set(aud["influencer_id"])
         if missing:
@@ -536,7 +581,7 @@ def _prediction_folder(folder: Path, brand: str, named) -> tuple[dict, pd.DataFr
 
 
 PLAN_LABELS = {
-    "planner": "Planner: most unique loyal customers per cost",
+    "planner": "Planner: most unique loyal customers within the budget",
     "best_single": "Best single influencer",
     "reach_buyer": "Reach buyer: largest audiences first",
     "macro_only": "Best plan of macro and mega influencers only",
@@ -547,7 +592,8 @@ def _plans(planner, followers, aud, cost, budget, max_influencers, manifest) -> 
     """(summary keys, plan table, the instance, each plan's choice) of the four plans."""
     import numpy as np
 
-    inst = planner.instance(followers, aud, cost)
+    fraction, source = planner.sample_fraction(aud[aud["influencer_id"].isin(cost.index)])
+    inst = planner.instance(followers, aud, cost, fraction)
     info = aud.set_index("influencer_id").reindex(inst.ids)
     tiers = info["tier"].to_numpy(dtype=object)
     counts = info["follower_count"].to_numpy(dtype=float)
@@ -573,17 +619,20 @@ def _plans(planner, followers, aud, cost, budget, max_influencers, manifest) -> 
         for name, c in choices.items()
     }
     method = {
-        "objective": "expected unique loyal customers: sum over followers of "
-        "w * (1 - prod over chosen influencers of (1 - p_loyal))",
-        "algorithm": "greedy by marginal gain per cost with lazy evaluation (CELF), "
-        "and the best single influencer within the budget; the better of the two",
+        "objective": "expected unique loyal customers: the chosen audiences' expected_loyal, "
+        "less the loyal customers they share, counted once: 1 - prod (1 - p_loyal) per "
+        "follower, each sampled follower standing for 1 / sample_fraction people",
+        "algorithm": "greedy by marginal gain per cost and greedy by marginal gain, both "
+        "with lazy evaluation (CELF), and the best single influencer within the budget; "
+        "the best of the three",
         "guarantee": "within (1 - 1/e) / 2 of the best plan under the budget"
         + ("" if max_influencers is None else " (without max_influencers; with it, a heuristic)"),
         "chosen_by": best.by,
         "gain_evaluations": best.evaluations,
     }
+    sample = {"fraction": fraction, "source": source}
     table = planner.plan_table(inst, best, aud)
-    return {"plans": plans, "method": method}, table, inst, choices
+    return {"plans": plans, "method": method, "sample": sample}, table, inst, choices
 
 
 def _plan_truth(planner, data_dir: Path, brand: str, as_of: str, inst, choices) -> dict | None:
@@ -673,6 +722,55 @@ def _same_request(plan: Path, manifest: Mapping) -> None:
             f"the plan is for brand {mine[0]} as of {mine[1]}, the predictions for brand "
             f"{theirs[0]} as of {theirs[1]}"
         )
+    run, other = (
+        (summary.get("model") or {}).get("run_id"),
+        (manifest.get("model") or {}).get("run_id"),
+    )
+    if run != other:
+        raise RequestError(
+            f"the plan was made with the model of run {run}, the predictions with run {other}"
+        )
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunsResult:
+    """The training runs of an experiment, as a leaderboard."""
+
+    experiment: str
+    sort: str | None  # the metric the runs are ranked by; None: the most recent first
+    ascending: bool  # lowest first (a loss-like metric: log loss, ECE, Brier, MAE, seconds)
+    runs: pd.DataFrame = field(repr=False, compare=False)  # one row per run (docs/api.md)
+
+
+def runs(
+    config: ConfigLike = None,
+    experiment: str | None = None,
+    top: int = 10,
+    sort: str | None = None,
+    overrides: Sequence[str] = (),
+) -> RunsResult:
+    """The training runs of `experiment` (default: the config's tracking.experiment) in the
+    config's tracking store, with their headline test metrics, the best baseline's value on
+    each, the registered version and its current aliases, and the source commit: the `top`
+    most recent, or with `sort` the `top` best by that logged metric (highest first; lowest
+    first for loss-like metrics: log loss, ECE, Brier, MAE, seconds). An unknown experiment
+    or a metric no training run logged: RequestError; a store that does not answer:
+    ModelError."""
+    from loyalty_model import tracking
+
+    if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+        raise RequestError(f"top must be a whole number of at least 1, got {top!r}")
+    if sort is not None and not sort.strip():
+        raise RequestError("sort must name a metric, e.g. test_pr_auc")
+    cfg = load_config(config, overrides)
+    name = experiment or cfg.tracking.experiment
+    sort = sort.strip() if sort is not None else None
+    frame = tracking.training_runs(cfg.tracking, name, top, sort)
+    ascending = sort is not None and tracking.lower_is_better(sort)
+    return RunsResult(name, sort, ascending, frame)
 
 
 def _pseudonymizer(variable: str | None, cfg: Config):

@@ -187,6 +187,15 @@ def train_command(
     set_: SetOption = None,
     engine: EngineOption = None,
     on_bad_rows: BadRowsOption = None,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Build the features without reading or writing the feature cache "
+            "(cache.enabled=false); by default a frame built before from the same tables, "
+            "feature and label settings is reused.",
+        ),
+    ] = False,
 ) -> None:
     """Build point-in-time features, fit LightGBM, track the run and register the model.
 
@@ -201,12 +210,16 @@ def train_command(
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     with _errors(), _stages() as stage:
-        result = api.train(config, data, set_ or (), stage, engine, on_bad_rows)
+        result = api.train(
+            config, data, set_ or (), stage, engine, on_bad_rows, cache=False if no_cache else None
+        )
     read = result.outcome.read
     for warning in read.warnings if read else ():
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     _print_dropped(read.dropped if read else {}, "logged with the run under quarantine/")
     _print_training(result)
+    if result.outcome.feature_cache is not None:
+        console.print(result.outcome.feature_cache.summary(), highlight=False)
 
 
 def _print_dropped(dropped: dict[str, dict[str, int]], where: str) -> None:
@@ -453,8 +466,7 @@ def predict_command(
     stages = ", ".join(f"{k} {v:.1f}s" for k, v in result.stage_seconds.items())
     console.print(
         f"{result.rows['follower_scores']:,} followers scored in {result.seconds:.1f}s "
-        f"({stages}); files in [bold]{result.out}[/]: follower_scores, "
-        "audience_scores, manifest.json"
+        f"({stages}); files in [bold]{result.out}[/]: {', '.join(result.files)}"
     )
     if result.truth is not None:
         _print_against_truth(result)
@@ -528,10 +540,9 @@ def plan_command(
     full-audience scale. See docs/output_contract.md#plans.
     """
     from loyalty_model import api
-    from loyalty_model.planner import read_candidates
 
     with _errors():
-        named = None if candidates is None else read_candidates(candidates)
+        named = None if candidates is None else _candidates(candidates)
         result = api.plan(
             data,
             brand,
@@ -578,6 +589,12 @@ def _print_plans(result) -> None:
         )
     Console(width=max(console.width, 120)).print(t)
     c = s["candidates"]
+    sample = s["sample"]
+    console.print(
+        f"shared followers counted once, each standing for {1 / sample['fraction']:,.0f} people "
+        f"(sample fraction {sample['fraction']:.4g}, {sample['source']})",
+        highlight=False,
+    )
     console.print(
         f"{c['with_cost']:,} candidates with a cost ({c['skipped_without_cost']:,} skipped "
         f"without one, {c['over_budget']:,} over the budget alone); chosen by "
@@ -619,6 +636,141 @@ def report_command(
     console.print(f"report written to [bold]{result.out}[/]", highlight=False)
 
 
+@app.command("runs")
+def runs_command(
+    experiment: Annotated[
+        str | None,
+        typer.Option(help="MLflow experiment. Default: the config's tracking.experiment."),
+    ] = None,
+    top: Annotated[int, typer.Option(help="How many runs to list.", min=1)] = 10,
+    sort: Annotated[
+        str | None,
+        typer.Option(
+            metavar="METRIC",
+            help="Rank by this logged metric (e.g. test_pr_auc, test_audience_spearman_rate, "
+            "baseline_logistic_regression_test_roc_auc): highest first, but lowest first for "
+            "loss-like metrics (names with loss, ece, brier, mae, rmse or seconds: "
+            "test_log_loss, test_ece, fit_seconds). Runs without it are left out. Default: "
+            "the most recent runs first.",
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(help="Config YAML whose tracking section (store, experiment) applies."),
+    ] = None,
+    set_: SetOption = None,
+) -> None:
+    """List recent training runs with their key test metrics: a leaderboard.
+
+    For each run: when it started, its registered version and that version's current aliases
+    (champion, challenger), the source commit (* with uncommitted changes), and test ROC-AUC,
+    PR-AUC, ECE and audience Spearman, each with the best baseline's value on the same test
+    rows in brackets where the run logged them. The tracking store is MLFLOW_TRACKING_URI,
+    else tracking.uri, else sqlite:///mlflow.db. An unknown experiment or metric: exit 2.
+    """
+    from loyalty_model import api
+
+    with _errors():
+        result = api.runs(config, experiment, top, sort, set_ or ())
+    _print_runs(result)
+
+
+RUN_METRICS = {
+    "test_roc_auc": "ROC-AUC",
+    "test_pr_auc": "PR-AUC",
+    "test_ece": "ECE",
+    "test_audience_spearman_rate": "audience Spearman",
+}
+
+
+def _print_runs(result) -> None:
+    from rich.markup import escape
+
+    frame = result.runs
+    if frame.empty:
+        console.print(f"no training runs in experiment {escape(result.experiment)}")
+        return
+    n = "" if len(frame) == 1 else f"{len(frame)} "
+    runs = "training run" if len(frame) == 1 else "training runs"
+    if result.sort is None:
+        title = f"the {n}most recent {runs} of {result.experiment}"
+    else:
+        way = "lowest" if result.ascending else "highest"
+        title = f"the {n}best {runs} of {result.experiment} by {result.sort} ({way} first)"
+    t = Table(
+        title=escape(title),
+        caption="in brackets: the best baseline on the same test rows; * after a commit: "
+        "uncommitted changes",
+    )
+    for col in ("run", "started (UTC)", "version", "aliases", "commit"):
+        t.add_column(col)
+    shown = {**RUN_METRICS}
+    if result.sort is not None and result.sort not in shown:
+        shown[result.sort] = result.sort
+    for key, label in shown.items():
+        mark = (" ▲" if result.ascending else " ▼") if key == result.sort else ""
+        t.add_column(escape(label) + mark, justify="right")
+    for r in frame.to_dict("records"):
+        run = r["run_id"][:8] + ("" if r["status"] == "FINISHED" else f" ({r['status'].lower()})")
+        commit = r["git_commit"] or "-"
+        if commit != "unknown" and commit != "-":
+            commit = commit[:8] + ("*" if r["git_dirty"] else "")
+        cells = []
+        for key in shown:
+            cell = _num(r[key], "{:.4f}")
+            base = r.get(f"best_baseline_{key}")
+            if base is not None and base == base:
+                cell += f" ({base:.4f})"
+            cells.append(cell)
+        t.add_row(
+            run,
+            r["start_time"].strftime("%Y-%m-%d %H:%M"),
+            r["model_version"] or "-",
+            escape(r["aliases"]) or "-",
+            commit,
+            *cells,
+        )
+    Console(width=max(console.width, 160)).print(t)  # a log file is no reason to wrap it
+
+
+def _candidates(option: str) -> pd.DataFrame:
+    """--candidates ID,ID,... or @FILE: a csv whose header names influencer_id and optionally
+    cost (names in any case, spaces ignored, a byte-order mark too), or ids separated by
+    commas or lines, as for --influencers."""
+    import io
+
+    import pandas as pd
+
+    from loyalty_model.errors import RequestError
+
+    text, where = option, "candidates"
+    if option.startswith("@"):
+        path = Path(option[1:])
+        where = f"candidates file {path}"
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise RequestError(f"{where}: cannot read it ({exc})") from exc
+    first = text.strip().splitlines()[0] if text.strip() else ""
+    header = [h.strip().lower() for h in first.split(",")]
+    if "influencer_id" not in header:
+        return pd.DataFrame({"influencer_id": _split_ids(text)})
+    unknown = sorted(set(header) - {"influencer_id", "cost"})
+    if unknown:
+        raise RequestError(
+            f"{where}: unknown column(s) {', '.join(unknown)} (expected influencer_id and, "
+            "optionally, cost)"
+        )
+    frame = pd.read_csv(io.StringIO(text.strip()), dtype=str, skipinitialspace=True)
+    frame.columns = header
+    frame["influencer_id"] = frame["influencer_id"].str.strip()
+    return frame
+
+
+def _split_ids(text: str) -> list[str]:
+    return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+
+
 def _influencer_ids(option: str) -> list[str]:
     """--influencers ID,ID,... or @FILE (ids separated by commas or lines)."""
     from loyalty_model.errors import RequestError
@@ -629,7 +781,7 @@ def _influencer_ids(option: str) -> list[str]:
         if not path.is_file():
             raise RequestError(f"influencer list file not found: {path}")
         text = path.read_text()
-    return [t.strip() for t in text.replace("\n", ",").split(",") if t.strip()]
+    return _split_ids(text)
 
 
 @contextlib.contextmanager

@@ -99,6 +99,38 @@ class FeatureConfig(_Section):
         return self
 
 
+class CacheConfig(_Section):
+    enabled: bool = Field(
+        True,
+        description="train reuses the feature frame of an earlier run with the same inputs, "
+        "feature and label settings (docs/training.md#feature-cache) instead of building it; "
+        "false (or `train --no-cache`) neither reads nor writes the cache",
+    )
+    dir: Path = Field(
+        Path(".loyalty-cache/features"),
+        description="folder of the cached feature frames, one sub-folder per key; relative to "
+        "the working directory, like the default tracking store. Delete it to clear the cache. "
+        "Environment: LOYALTY_CACHE_DIR wins",
+    )
+    max_entries: int = Field(
+        8,
+        ge=1,
+        description="entries kept; after a write, the least recently used beyond it are removed",
+    )
+    max_size: str = Field(
+        "10GB",
+        description="total size of the entries kept (e.g. 10GB, 500MB); after a write, the least "
+        "recently used are removed until the rest fits (the entry just written stays)",
+    )
+
+    @field_validator("max_size")
+    @classmethod
+    def _a_size(cls, value: str) -> str:
+        if not re.fullmatch(MEMORY_SIZE, value.strip()):
+            raise ValueError(f"must be a size such as 10GB or 500MB, got {value!r}")
+        return value.strip()
+
+
 class SplitConfig(_Section):
     method: Literal["fraction", "date"] = Field(
         "fraction", description="split campaign start times by fractions or by dates"
@@ -335,6 +367,10 @@ class Config(_Section):
     )
     label: LabelConfig = Field(LabelConfig(), description="what counts as a loyal follower")
     features: FeatureConfig = Field(FeatureConfig(), description="feature construction")
+    cache: CacheConfig = Field(
+        CacheConfig(),
+        description="train's cache of feature frames: on or off, where, how much is kept",
+    )
     split: SplitConfig = Field(
         SplitConfig(), description="train/valid/test split by campaign start time"
     )

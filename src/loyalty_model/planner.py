@@ -2,24 +2,32 @@
 
 Followers of several booked influencers count once. A booking of the set S reaches follower f
 through every chosen influencer f follows, and f becomes a loyal customer unless every one of
-those campaigns fails to make them one:
+those campaigns fails to make them one: u_f(S) = 1 - prod over i in S of (1 - p_f,i), with
+p_f,i the follower's `p_loyal` for influencer i.
 
-    expected unique loyal(S) = sum over followers f of  w_f * (1 - prod over i in S of (1 - p_f,i))
+**One scale.** Prices buy whole audiences (`follower_count`) and `follows` holds a sample of
+them. A plan of one influencer is worth its `expected_loyal` in `audience_scores` (E_i, the
+loyal rate of its followers scored times its whole audience). Followers shared by chosen
+influencers are counted once by subtracting what the plan would otherwise count twice, on the
+people-sample scale (each sampled person stands for 1 / s people, s the sample fraction the
+data declare, or the one the candidates imply):
 
-with p_f,i the follower's `p_loyal` for influencer i, and w_f the people of the whole audiences
-that the sampled follower stands for (below). This is a weighted coverage function: monotone and
-submodular, so greedy choice by marginal gain per cost, with lazy evaluation of the gains
-(CELF, Leskovec et al. 2007), together with the best single influencer that fits the budget,
-is within (1 - 1/e) / 2 of the best plan under a budget.
+    expected unique loyal(S) = sum_{i in S} E_i  -  (1 / s) sum_f (sum_{i in S} p_f,i - u_f(S))
 
-**One scale.** Prices buy whole audiences (`follower_count`) and `follows` may hold a sample of
-them. Each audience's extrapolation factor is its whole audience over its followers scored, as
-in `audience_scores` (`expected_loyal = loyal_rate * follower_count`); a follower's weight
-w_f is the mean factor of the candidate audiences it follows. For a uniform sample of people
-(the simulator's design, declared in `influencers.sample_fraction`) every factor is about
-1 / sample_fraction, and overlaps in the sample are the population's times that fraction;
-a plan of one influencer whose followers follow no other candidate is worth exactly its
-`expected_loyal`.
+That is a modular term, sum_{i in S} (E_i - (1 / s) sum_f p_f,i), plus the weighted coverage
+function (1 / s) sum_f u_f(S), so the value is submodular (and grows with each candidate
+unless nearly all its followers are won already, when its gain is at most 0 and it is not
+chosen). Choosing by marginal gain per cost with lazy evaluation of the gains (CELF,
+Leskovec et al. 2007), by marginal gain alone, and the best single influencer within the
+budget, and keeping the best of the three, is within (1 - 1/e) / 2 of the best plan under a
+budget (Khuller, Moss & Naor 1999; Leskovec et al. 2007).
+
+**What the formula assumes.** Campaigns act on a follower independently, and all of p counts
+toward each: a follower's loyalty that would come without any campaign (buying the brand
+anyway) is counted again by each further campaign that reaches them. Two influencers with
+the same followers therefore add up to 1 - (1 - p)^2 per follower, not p. In the simulator a
+second campaign does raise a follower's chance (both can convert them), but only its campaign
+part; on `small` the overcount is 1.3 % of a 250,000 plan (docs/output_contract.md#plans).
 """
 
 from __future__ import annotations
@@ -41,6 +49,7 @@ PLAN_COLUMNS = (
     "tier",
     "category",
     "follower_count",
+    "followers_scored",
     "cost",
     "expected_loyal_alone",
     "marginal_expected_unique_loyal",
@@ -52,7 +61,8 @@ PLAN_COLUMNS = (
 @dataclass(frozen=True)
 class Instance:
     """A planning problem: every (follower, candidate) row of the candidates' audiences, grouped
-    by candidate, with the candidates' costs and the followers' weights."""
+    by candidate, with the candidates' costs, their whole-audience values and the people-sample
+    weight of a follower."""
 
     ids: np.ndarray  # candidate influencer ids, sorted (index j)
     follower_ids: np.ndarray  # per follower index: the follower's id
@@ -60,8 +70,9 @@ class Instance:
     start: np.ndarray  # rows of candidate j: start[j]:start[j + 1]
     follower: np.ndarray  # per row: follower index
     p: np.ndarray  # per row: p_loyal
-    weight: np.ndarray  # per follower: people of the whole audiences it stands for
-    factor: np.ndarray  # per candidate: whole audience / followers scored (0 when none)
+    alone: np.ndarray  # per candidate: expected loyal customers booked alone (E_i)
+    whole: np.ndarray  # per candidate: its whole audience (follower_count, or more scored)
+    people: float  # 1 / sample fraction: the people one sampled follower stands for
 
     @property
     def n(self) -> int:
@@ -70,45 +81,72 @@ class Instance:
     def rows(self, j: int) -> slice:
         return slice(self.start[j], self.start[j + 1])
 
+    def scored(self, j: int) -> int:
+        return int(self.start[j + 1] - self.start[j])
+
     def value(self, chosen: Sequence[int]) -> float:
         """Expected unique loyal customers of a set of candidates (indices)."""
-        return float(np.sum(self.weight * (1 - self.miss(chosen))))
+        chosen = list(chosen)
+        q = self.miss(chosen)
+        twice = sum(float(self.p[self.rows(j)].sum()) for j in chosen) - float(np.sum(1 - q))
+        return float(self.alone[chosen].sum()) - self.people * twice
 
     def miss(self, chosen: Sequence[int]) -> np.ndarray:
         """Per follower: the probability that no chosen campaign makes them loyal."""
-        q = np.ones(len(self.weight))
+        q = np.ones(len(self.follower_ids))
         for j in chosen:
             r = self.rows(j)
             q[self.follower[r]] *= 1 - self.p[r]
         return q
 
+    def gain(self, j: int, q: np.ndarray) -> float:
+        """What candidate j adds to a plan whose followers' miss probabilities are `q`: its
+        own value less the loyal customers it shares with the plan (counted once already)."""
+        r = self.rows(j)
+        return float(self.alone[j] - self.people * np.sum(self.p[r] * (1 - q[self.follower[r]])))
 
-def instance(followers: pd.DataFrame, audiences: pd.DataFrame, cost: pd.Series) -> Instance:
+    def fits(self, j: int, room: float) -> bool:
+        return bool(self.cost[j] <= room * (1 + 1e-12) + 1e-9)  # amounts summed in floats
+
+
+def sample_fraction(audiences: pd.DataFrame) -> tuple[float, str]:
+    """(s, where it comes from): the people-sample fraction overlaps are counted at. The one the
+    data declare when every candidate with followers scored declares the same; else the share
+    of the candidates' whole audiences that their followers scored make up."""
+    a = audiences[audiences["followers_scored"] > 0]
+    if a.empty:
+        return 1.0, "none scored"
+    declared = a["sample_fraction"].where(a["sample_fraction_declared"].astype(bool))
+    if declared.notna().all() and np.allclose(declared, declared.iloc[0], rtol=1e-9):
+        return float(declared.iloc[0]), "declared"
+    whole = np.maximum(a["follower_count"].to_numpy(float), a["followers_scored"].to_numpy(float))
+    return float(a["followers_scored"].sum() / whole.sum()), "implied by the candidates"
+
+
+def instance(
+    followers: pd.DataFrame, audiences: pd.DataFrame, cost: pd.Series, fraction: float
+) -> Instance:
     """The planning problem of the candidates in `cost` (influencer_id -> cost): `followers`
     holds follower_id, influencer_id, p_loyal (follower_scores); `audiences` holds
-    influencer_id, follower_count, followers_scored (audience_scores)."""
+    influencer_id, follower_count, followers_scored, expected_loyal (audience_scores);
+    `fraction`: the people-sample fraction (sample_fraction)."""
     ids = np.array(sorted(cost.index), dtype=object)
     aud = audiences.set_index("influencer_id").reindex(ids)
     scored = aud["followers_scored"].fillna(0).to_numpy(dtype=float)
-    whole = np.maximum(aud["follower_count"].fillna(0).to_numpy(dtype=float), scored)
-    factor = np.where(scored > 0, whole / np.maximum(scored, 1), 0.0)
     rows = followers[followers["influencer_id"].isin(set(ids))]
     j = pd.Categorical(rows["influencer_id"], categories=ids).codes
     order = np.argsort(j, kind="stable")
-    j = j[order]
     codes, uniques = pd.factorize(rows["follower_id"].to_numpy()[order])
-    per_follower = np.bincount(codes, minlength=len(uniques))
-    weight = np.bincount(codes, weights=factor[j], minlength=len(uniques))
-    weight = weight / np.maximum(per_follower, 1)
     return Instance(
         ids=ids,
         follower_ids=np.asarray(uniques, dtype=object),
         cost=cost.reindex(ids).to_numpy(dtype=float),
-        start=np.searchsorted(j, np.arange(len(ids) + 1)),
+        start=np.searchsorted(j[order], np.arange(len(ids) + 1)),
         follower=codes.astype(np.int64),
         p=rows["p_loyal"].to_numpy(dtype=float)[order],
-        weight=weight,
-        factor=factor,
+        alone=aud["expected_loyal"].fillna(0).to_numpy(dtype=float),
+        whole=np.maximum(aud["follower_count"].fillna(0).to_numpy(dtype=float), scored),
+        people=1.0 / fraction,
     )
 
 
@@ -118,7 +156,7 @@ class Choice:
 
     chosen: tuple[int, ...]
     gains: tuple[float, ...]
-    by: str  # "greedy" or "best single" or a comparison's rule
+    by: str  # how it was chosen: a greedy rule, the best single, a comparison's rule
     evaluations: int = 0  # marginal gains computed (CELF's lazy evaluations)
 
     @property
@@ -131,57 +169,55 @@ def greedy(
     budget: float,
     allowed: np.ndarray | None = None,
     max_influencers: int | None = None,
+    per_cost: bool = True,
 ) -> Choice:
-    """Greedy by marginal gain per cost with lazy evaluation (CELF): a candidate's gain can
-    only shrink as others are chosen, so a stale gain is an upper bound and only the top of
-    the queue needs recomputing. Candidates that no longer fit are dropped; ties go to the
-    lower id. `allowed`: a mask of the candidates to choose from."""
+    """Greedy by marginal gain per cost (or by marginal gain alone, `per_cost=False`) with
+    lazy evaluation (CELF): a candidate's gain can only shrink as others are chosen, so a
+    stale gain is an upper bound and only the top of the queue needs recomputing. Candidates
+    that no longer fit are dropped; ties go to the lower id. `allowed`: a mask of the
+    candidates to choose from."""
     allowed = np.ones(inst.n, bool) if allowed is None else allowed
-    q = np.ones(len(inst.weight))
+    q = np.ones(len(inst.follower_ids))
 
-    def gain(j: int) -> float:
-        r = inst.rows(j)
-        f = inst.follower[r]
-        return float(np.sum(inst.weight[f] * q[f] * inst.p[r]))
+    def key(g: float, j: int) -> float:
+        return -g / inst.cost[j] if per_cost else -g
 
-    heap = []
-    for j in np.flatnonzero(allowed & (inst.cost <= budget)):
-        g = gain(j)
-        heap.append((-g / inst.cost[j], j, 0, g))
+    heap = [(key(inst.alone[j], j), j, 0, inst.alone[j]) for j in np.flatnonzero(allowed)]
+    heap = [h for h in heap if inst.fits(h[1], budget)]
     heapq.heapify(heap)
-    evaluations = len(heap)
+    evaluations = 0
     chosen: list[int] = []
     gains: list[float] = []
     spent = 0.0
     while heap and (max_influencers is None or len(chosen) < max_influencers):
         _, j, fresh_at, g = heapq.heappop(heap)
-        if inst.cost[j] > budget - spent:
+        if not inst.fits(j, budget - spent):
             continue  # spending only grows: it will never fit
         if fresh_at != len(chosen):  # stale: recompute and put back
-            g = gain(j)
+            g = inst.gain(j, q)
             evaluations += 1
-            heapq.heappush(heap, (-g / inst.cost[j], j, len(chosen), g))
+            heapq.heappush(heap, (key(g, j), j, len(chosen), g))
             continue
         if g <= 0:
-            break  # the best ratio adds nothing: neither does any other
-        chosen.append(j)
-        gains.append(g)
+            break  # the best adds nothing: neither does any other
+        chosen.append(int(j))
+        gains.append(float(g))
         spent += inst.cost[j]
         r = inst.rows(j)
         q[inst.follower[r]] *= 1 - inst.p[r]
-    return Choice(tuple(chosen), tuple(gains), "greedy", evaluations)
+    rule = "greedy by gain per cost" if per_cost else "greedy by gain"
+    return Choice(tuple(chosen), tuple(gains), rule, evaluations)
 
 
 def best_single(inst: Instance, budget: float, allowed: np.ndarray | None = None) -> Choice | None:
     """The one candidate within the budget with the most expected loyal customers (None when
-    none fits or none is expected to bring any)."""
+    none fits or none is expected to bring any); ties go to the lower id."""
     allowed = np.ones(inst.n, bool) if allowed is None else allowed
-    best, best_value = None, 0.0
-    for j in np.flatnonzero(allowed & (inst.cost <= budget)):
-        v = inst.value([j])
-        if v > best_value:  # ties: the lower id; no value at all is no plan
-            best, best_value = j, v
-    return None if best is None else Choice((int(best),), (best_value,), "best single")
+    ok = allowed & (inst.cost <= budget * (1 + 1e-12) + 1e-9) & (inst.alone > 0)
+    if not ok.any():
+        return None
+    j = int(np.argmax(np.where(ok, inst.alone, -np.inf)))
+    return Choice((j,), (float(inst.alone[j]),), "best single")
 
 
 def optimise(
@@ -190,16 +226,20 @@ def optimise(
     allowed: np.ndarray | None = None,
     max_influencers: int | None = None,
 ) -> Choice | None:
-    """The better of the greedy plan and the best single candidate: within (1 - 1/e) / 2 of
-    the best plan under the budget (Leskovec et al. 2007; with `max_influencers` as well, a
-    heuristic). None when no candidate fits."""
-    g = greedy(inst, budget, allowed, max_influencers)
-    s = best_single(inst, budget, allowed)
-    if s is None:
+    """The best of greedy by gain per cost, greedy by gain and the best single candidate:
+    within (1 - 1/e) / 2 of the best plan under the budget (with `max_influencers` as well,
+    a heuristic; greedy by gain is what spends few slots well). None when no candidate fits
+    or none is expected to bring anyone."""
+    single = best_single(inst, budget, allowed)
+    if single is None:
         return None
-    if not g.chosen or s.value > g.value:
-        return Choice(s.chosen, s.gains, s.by, g.evaluations)
-    return g
+    tried = [
+        greedy(inst, budget, allowed, max_influencers, per_cost=True),
+        greedy(inst, budget, allowed, max_influencers, per_cost=False),
+        single,
+    ]
+    best = max(tried, key=lambda c: c.value)  # the first of equals: per cost, then by gain
+    return Choice(best.chosen, best.gains, best.by, sum(c.evaluations for c in tried))
 
 
 def reach_buyer(
@@ -211,7 +251,7 @@ def reach_buyer(
     for j in np.lexsort((inst.ids, -follower_count)):
         if max_influencers is not None and len(chosen) >= max_influencers:
             break
-        if inst.cost[j] <= budget - spent:
+        if inst.fits(j, budget - spent):
             chosen.append(int(j))
             spent += inst.cost[j]
     return None if not chosen else with_gains(inst, chosen, "largest audiences first")
@@ -219,9 +259,13 @@ def reach_buyer(
 
 def with_gains(inst: Instance, chosen: Sequence[int], by: str) -> Choice:
     """A plan of these candidates in this order, with each one's marginal gain."""
-    values = [inst.value(chosen[: k + 1]) for k in range(len(chosen))]
-    gains = np.diff(np.r_[0.0, values])
-    return Choice(tuple(int(j) for j in chosen), tuple(float(g) for g in gains), by)
+    q = np.ones(len(inst.follower_ids))
+    gains = []
+    for j in chosen:
+        gains.append(inst.gain(j, q))
+        r = inst.rows(j)
+        q[inst.follower[r]] *= 1 - inst.p[r]
+    return Choice(tuple(int(j) for j in chosen), tuple(gains), by)
 
 
 # -- what a plan is worth, in the words of the files -----------------------------------------
@@ -261,26 +305,24 @@ def assess(
 ) -> PlanSummary:
     """A plan's cost, expected unique loyal customers and 90 % interval.
 
-    The interval treats the followers a plan reaches as one audience (intervals.py): each
-    loyal with probability 1 - prod (1 - p), a uniform sample of the people reached. The
-    campaigns' own effects are independent, so the campaign term is the model's dispersion
-    shrunk by how evenly the plan spreads over its campaigns (sum g_i^2 / (sum g_i)^2, g_i
-    the marginal gains); the spread of probabilities is shrunk toward the chosen tiers'
-    spreads, weighted by followers scored. A single influencer's interval is its own in
-    audience_scores when its followers follow no other candidate."""
+    The interval treats the people a plan reaches as one audience (intervals.py): its
+    followers scored each loyal with probability 1 - prod (1 - p), a uniform sample of the
+    people reached, and the model's campaign dispersion (tau^2) applied to the plan as a
+    whole, not shrunk for its number of campaigns: the model's errors are shared by the
+    audiences of one brand at one date (on `small` it overrated mega audiences by 45 % and
+    macro ones by 22 %), so many campaigns do not average them out. The spread of
+    probabilities is shrunk toward the chosen tiers' spreads, weighted by followers scored.
+    A single influencer's interval is its own in audience_scores."""
     chosen = list(choice.chosen)
     q = inst.miss(chosen)
-    reached = np.zeros(len(q), bool)
-    for j in chosen:
-        reached[inst.follower[inst.rows(j)]] = True
-    u, w = 1 - q[reached], inst.weight[reached]
-    value = float(np.sum(w * u))
+    rows = [inst.follower[inst.rows(j)] for j in chosen]
+    reached = np.unique(np.concatenate(rows)) if rows else np.zeros(0, np.int64)
+    u = 1 - q[reached]  # every follower reached, even those whose p is 0
+    value = inst.value(chosen)
+    n_scored = np.array([inst.scored(j) for j in chosen], float)
+    people = float(inst.whole[chosen].sum() - inst.people * (n_scored.sum() - len(u)))
     acc = AudienceAccumulator()
     acc.add(u)
-    people = float(w.sum())
-    gains = np.array(choice.gains)
-    share = float(np.sum(gains**2) / np.sum(gains) ** 2) if gains.sum() > 0 else 1.0
-    n_scored = np.array([inst.start[j + 1] - inst.start[j] for j in chosen], float)
     prior = None
     if spread:
         known = [
@@ -290,8 +332,9 @@ def assess(
             prior = float(np.average([s for s, _ in known], weights=[n for _, n in known]))
     lo = hi = 0.0
     if acc.n and acc.m1 > 0:
-        lo_c, hi_c = acc.full_interval(max(round(people), acc.n), dispersion * share, prior)
-        scale = value / (acc.rate * max(round(people), acc.n))  # the weights' mean, not n/N
+        size = max(round(people), acc.n)
+        lo_c, hi_c = acc.full_interval(size, dispersion, prior)
+        scale = value / (acc.rate * size)  # the plan's own scale (whole audiences, overlaps)
         lo, hi = float(np.floor(lo_c * scale)), float(np.ceil(hi_c * scale))
     return PlanSummary(
         label=label,
@@ -317,8 +360,9 @@ def plan_table(inst: Instance, choice: Choice, audiences: pd.DataFrame) -> pd.Da
             "tier": pd.array(aud.loc[ids, "tier"].to_numpy(), dtype="string"),
             "category": pd.array(aud.loc[ids, "category"].to_numpy(), dtype="string"),
             "follower_count": aud.loc[ids, "follower_count"].to_numpy(dtype=np.int64),
+            "followers_scored": np.array([inst.scored(j) for j in choice.chosen], np.int64),
             "cost": cost.astype(float),
-            "expected_loyal_alone": [inst.value([j]) for j in choice.chosen],
+            "expected_loyal_alone": inst.alone[list(choice.chosen)],
             "marginal_expected_unique_loyal": gains,
             "cumulative_expected_unique_loyal": np.cumsum(gains),
             "cumulative_cost": np.cumsum(cost).astype(float),
@@ -335,9 +379,9 @@ def candidate_costs(
 ) -> tuple[pd.Series, dict[str, int]]:
     """(influencer_id -> cost of each candidate with one, counts for the summary).
 
-    `named`: the candidates file (influencer_id, and optionally cost); None: every influencer
-    of the data. A cost from the file wins over `price_per_post`; candidates with neither are
-    skipped and counted."""
+    `influencers`: influencer_id and price_per_post of every influencer of the data; `named`:
+    the candidates (influencer_id, and optionally cost); None: every influencer. A cost given
+    wins over `price_per_post`; candidates with neither are skipped and counted."""
     prices = influencers.set_index("influencer_id")["price_per_post"].astype("float64")
     if named is None:
         ids = pd.Index(sorted(prices.index))
@@ -345,18 +389,28 @@ def candidate_costs(
         source_file = pd.Series(False, index=ids)
     else:
         ids = pd.Index(named["influencer_id"].astype(str))
+        if ids.empty:
+            raise RequestError("candidates: no influencer named")
+        if ids.has_duplicates:
+            raise RequestError(
+                f"candidates: influencer named twice, e.g. {ids[ids.duplicated()][0]}"
+            )
         unknown = ids[~ids.isin(prices.index)]
         if len(unknown):
             raise RequestError(
                 f"candidates: {len(unknown)} influencer(s) not in the data's influencers "
                 f"table, e.g. {', '.join(map(str, unknown[:5]))}"
             )
-        given = (
-            named.set_index(ids)["cost"].astype("float64")
-            if "cost" in named
-            else pd.Series(np.nan, index=ids)
-        )
-        bad = given[given.notna() & ~(given > 0)]
+        given = pd.Series(np.nan, index=ids)
+        if "cost" in named:
+            given = pd.to_numeric(named["cost"], errors="coerce").set_axis(ids).astype("float64")
+            unreadable = named["cost"].notna().to_numpy() & given.isna().to_numpy()
+            if unreadable.any():
+                raise RequestError(
+                    f"candidates: cost is not a number for {ids[unreadable][0]} "
+                    f"({named['cost'][unreadable].iloc[0]!r})"
+                )
+        bad = given[given.notna() & ~(np.isfinite(given) & (given > 0))]
         if len(bad):
             raise RequestError(
                 f"candidates: cost must be a positive amount, got {bad.iloc[0]!r} for "
@@ -374,54 +428,25 @@ def candidate_costs(
     return usable.sort_index(), counts
 
 
-def read_candidates(text: str) -> pd.DataFrame:
-    """The candidates of `--candidates`: `@FILE` (a csv with an `influencer_id` column and
-    optionally `cost`, or one id per line) or ids separated by commas."""
-    import io as _io
-    from pathlib import Path
-
-    if text.startswith("@"):
-        path = Path(text[1:])
-        try:
-            body = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise RequestError(f"candidates file {path}: cannot read it ({exc})") from exc
-        first = body.lstrip().splitlines()[0] if body.strip() else ""
-        if "influencer_id" in first.split(","):
-            frame = pd.read_csv(_io.StringIO(body), dtype={"influencer_id": str})
-            if "cost" in frame and not pd.api.types.is_numeric_dtype(frame["cost"]):
-                raise RequestError(f"candidates file {path}: column cost is not numeric")
-        else:
-            ids = [line.strip() for line in body.splitlines() if line.strip()]
-            frame = pd.DataFrame({"influencer_id": ids})
-        where = f"candidates file {path}"
-    else:
-        frame = pd.DataFrame({"influencer_id": [t.strip() for t in text.split(",") if t.strip()]})
-        where = "candidates"
-    if frame.empty:
-        raise RequestError(f"{where}: no influencer named")
-    dup = frame["influencer_id"][frame["influencer_id"].duplicated()]
-    if len(dup):
-        raise RequestError(f"{where}: influencer named twice, e.g. {dup.iloc[0]}")
-    return frame
-
-
 def true_value(inst: Instance, chosen: Sequence[int], truth: pd.DataFrame) -> float:
     """A plan's true unique loyal customers in the simulator, on the planner's scale: the
     counterfactual truth of the chosen influencers all running a campaign at the as-of date
-    (`ground_truth_scoring` rows of the scenario: p_convert, p_repeat, other_purchases per
-    follower and influencer), each follower weighted as the planner weighs them."""
+    (`ground_truth_scoring` rows of the scenario: p_true, p_convert, p_repeat,
+    other_purchases per follower and influencer) put through the planner's formula, each
+    audience's true rate carried over to its whole audience and shared followers counted
+    once at the people-sample weight."""
     from loyalty_model.simulation.truth import set_probabilities
 
-    ids = {str(inst.ids[j]) for j in chosen}
-    rows = truth[truth["influencer_id"].isin(ids)]
+    chosen = list(chosen)
+    rows = truth[truth["influencer_id"].isin({str(inst.ids[j]) for j in chosen})]
     if rows.empty:
         return 0.0
-    followers, p = set_probabilities(
+    rate = rows.groupby("influencer_id")["p_true"].mean()
+    alone = float(sum(rate.get(str(inst.ids[j]), 0.0) * inst.whole[j] for j in chosen))
+    _, p = set_probabilities(
         rows["follower_id"].to_numpy(),
         rows["p_convert"].to_numpy(),
         rows["p_repeat"].to_numpy(),
         rows["other_purchases"].to_numpy(),
     )
-    weight = pd.Series(inst.weight, index=inst.follower_ids).reindex(followers)
-    return float(np.sum(weight.fillna(weight.mean()).to_numpy() * p))
+    return alone - inst.people * float(rows["p_true"].sum() - p.sum())

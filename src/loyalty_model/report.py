@@ -39,9 +39,11 @@ AUDIENCE_COLUMNS = ("influencer_id", "tier", "category", "follower_count", "pric
                     "cost_per_expected_loyal", "loyal_per_1k_followers", "rank_cost",
                     "rank_rate", "followers_scored")  # fmt: skip
 EXPLANATION_COLUMNS = ("influencer_id", "family", "mean_contribution")
-PLAN_COLUMNS = ("step", "influencer_id", "tier", "category", "follower_count", "cost",
-                "expected_loyal_alone", "marginal_expected_unique_loyal",
-                "cumulative_expected_unique_loyal", "cumulative_cost")  # fmt: skip
+# planner.PLAN_COLUMNS (a test checks they agree; importing planner here would load pandas)
+PLAN_COLUMNS = ("step", "influencer_id", "tier", "category", "follower_count",
+                "followers_scored", "cost", "expected_loyal_alone",
+                "marginal_expected_unique_loyal", "cumulative_expected_unique_loyal",
+                "cumulative_cost")  # fmt: skip
 PLAN_KINDS = ("planner", "best_single", "reach_buyer", "macro_only")
 Row = dict[str, Any]
 Points = dict[str, list[tuple[str, float]]]  # tier: [(influencer, value)]
@@ -84,7 +86,10 @@ def _table(
     """`stem`.parquet or `stem`.csv of `folder` as a DataFrame; None when absent and optional."""
     import pandas as pd
 
-    for suffix, read in ((".parquet", pd.read_parquet), (".csv", pd.read_csv)):
+    def read_csv(path: Path) -> pd.DataFrame:  # ids stay text ("0042" is not 42)
+        return pd.read_csv(path, dtype={"influencer_id": str, "brand_id": str})
+
+    for suffix, read in ((".parquet", pd.read_parquet), (".csv", read_csv)):
         path = folder / f"{stem}{suffix}"
         if not path.is_file():
             continue
@@ -381,7 +386,8 @@ def _by_tier(rows: list[Row], column: str, positive: bool) -> Points:
 
 
 def _tier_sentence(rate: Points, cost: Points, currency: str) -> str:
-    """What the data say about small against large audiences (micro against macro if both)."""
+    """What the data say about small against large audiences (micro against macro if both),
+    and which tier brings a loyal customer for least."""
     med = {t: _median(v for _, v in pts) for t, pts in rate.items() if pts}
     if not med:
         return "No audience has followers scored: there is nothing to compare by tier."
@@ -391,11 +397,17 @@ def _tier_sentence(rate: Points, cost: Points, currency: str) -> str:
     small, big = ("micro", "macro") if {"micro", "macro"} <= set(tiers) else (tiers[0], tiers[-1])
     ratio = f", {med[small] / med[big]:.1f}× {big}'s ({_num(med[big])})" if med[big] else ""
     text = f"{small.capitalize()} audiences: median {_num(med[small])} loyal per 1,000 followers"
-    cs, cb = (_median(v for _, v in cost.get(t, [])) for t in (small, big))
-    if cs is not None and cb is not None:
-        text += f"{ratio}. A loyal customer costs a median {_money(cs, currency)} through {small}"
-        return text + f" audiences and {_money(cb, currency)} through {big} ones."
-    return text + f"{ratio}."
+    costs = {t: _median(v for _, v in pts) for t, pts in cost.items() if pts}
+    costs = {t: c for t, c in costs.items() if c is not None}
+    if not costs:
+        return text + f"{ratio}."
+    cheapest = min(costs, key=costs.get)
+    text += f"{ratio}. The median cost of a loyal customer is lowest through {cheapest}"
+    text += f" audiences ({_money(costs[cheapest], currency)})"
+    others = [t for t in (small, big) if t in costs and t != cheapest]
+    if others:
+        text += "; " + ", ".join(f"{t} {_money(costs[t], currency)}" for t in others)
+    return text + "."
 
 
 def _tiers(rows: list[Row], currency: str) -> str:
@@ -491,9 +503,11 @@ def _plan_row(kind: str, p: dict | None, currency: str) -> str:
 
 def _chosen_row(r: Row, currency: str) -> str:
     """One step of the planner's plan."""
+    badge = ' <span class="badge thin">thin sample</span>' if _thin(r) else ""
     cells = [_td(_count(r["step"])),
              *(_td(_e(r[c]), cls="") for c in ("influencer_id", "tier", "category")),
-             _td(_count(r["follower_count"])), _td(_money(r["cost"], currency)),
+             _td(_count(r["follower_count"])), _td(_count(r["followers_scored"]) + badge),
+             _td(_money(r["cost"], currency)),
              *(_td(_num(r[c])) for c in ("expected_loyal_alone", "marginal_expected_unique_loyal",
                                          "cumulative_expected_unique_loyal")),
              _td(_money(r["cumulative_cost"], currency))]  # fmt: skip
@@ -510,7 +524,8 @@ def _plan(plan: Plan, currency: str) -> str:
                ("90 % interval", True), ("cost", True), ("cost per loyal customer", True),
                ("influencers", True), ("followers reached", True)]  # fmt: skip
     chosen_headers = [("step", True), ("influencer", False), ("tier", False),
-                      ("category", False), ("followers", True), ("cost", True),
+                      ("category", False), ("followers", True), ("followers scored", True),
+                      ("cost", True),
                       ("expected loyal alone", True), ("adds unique loyal", True),
                       ("unique loyal so far", True), ("cost so far", True)]  # fmt: skip
     chosen = [_chosen_row(r, currency) for r in _records(plan.plan.sort_values("step"))]

@@ -54,7 +54,7 @@ FAMILIES = (
     ("br_", "brand"),
 )
 BASE = "base"  # the model's average log-odds, the contributions' starting point
-EXPLAIN_FOLLOWERS = 200  # followers of each audience whose contributions explain its score
+EXPLAIN_FOLLOWERS = 50  # followers of each audience whose contributions explain its score
 
 FOLLOWER_SCHEMA = pa.schema(
     [

@@ -479,6 +479,124 @@ def _pip_requirements() -> list[str]:
     ]
 
 
+# --- lineage: the source tree's commit, the input tables, the version's description --------
+
+GIT_COMMIT, GIT_DIRTY, GIT_DIRTY_FILES = "git_commit", "git_dirty", "git_dirty_files"
+MLFLOW_GIT_COMMIT, MLFLOW_GIT_BRANCH = "mlflow.source.git.commit", "mlflow.source.git.branch"
+MLFLOW_GIT_DIRTY, MLFLOW_GIT_REPO = "mlflow.source.git.dirty", "mlflow.source.git.repoURL"
+UNKNOWN = "unknown"
+GIT_TIMEOUT = 5.0  # seconds for all the git calls of one lookup
+INPUT_CONTEXT = "training"
+DIGEST_CHARS = 36  # MLflow's limit on a dataset digest (String(36) in its stores)
+
+
+def _git(folder: Path, args: list[str], deadline: float) -> str | None:
+    """stdout of `git -C folder ARGS`, or None when git is missing, fails or is too slow.
+    GIT_OPTIONAL_LOCKS=0: `git status` must not take the index lock of a checkout that
+    people (or other processes) are working in."""
+    import subprocess
+
+    left = deadline - time.monotonic()
+    if left <= 0:
+        return None
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0", "GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C"}
+    try:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=left,
+            env=env,
+            stdin=subprocess.DEVNULL,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+def source_lineage(folder: Path | None = None, timeout: float = GIT_TIMEOUT) -> dict[str, str]:
+    """Tags naming the source this package runs from: the git commit of its checkout and
+    whether it differs from the commit (`git_commit`, `git_dirty`, the files that differ in
+    `git_dirty_files`, and MLflow's `mlflow.source.git.*` tags). Dirty: a tracked file changed
+    anywhere in the checkout, or a file in the package's folder that git does not track (code
+    that ran but is in no commit); other untracked files (notes, data) do not count.
+
+    `folder` (default: this package's folder) must hold a file git tracks: an installed copy
+    (site-packages, even inside a checkout) has no commit. No git, no checkout, a git that
+    does not answer within `timeout` seconds: `unknown`; never an error."""
+    folder = Path(__file__).resolve().parent if folder is None else Path(folder)
+    unknown = {GIT_COMMIT: UNKNOWN, GIT_DIRTY: UNKNOWN}
+    deadline = time.monotonic() + timeout
+    tracked = _git(folder, ["ls-files", "--error-unmatch", "--", "__init__.py"], deadline)
+    head = _git(folder, ["rev-parse", "HEAD", "--abbrev-ref", "HEAD"], deadline)
+    if tracked is None or head is None or len(head.split()) != 2:
+        return unknown
+    commit, branch = head.split()
+    changed = _git(folder, ["status", "--porcelain", "--untracked-files=no"], deadline)
+    new = _git(folder, ["ls-files", "--others", "--exclude-standard"], deadline)
+    if changed is None or new is None:
+        return {GIT_COMMIT: commit, GIT_DIRTY: UNKNOWN, MLFLOW_GIT_COMMIT: commit}
+    files = [line[3:] for line in changed.splitlines() if line.strip()]
+    files += [f"{f} (untracked)" for f in new.splitlines() if f.strip()]
+    dirty = "true" if files else "false"
+    tags = {
+        GIT_COMMIT: commit,
+        GIT_DIRTY: dirty,
+        MLFLOW_GIT_COMMIT: commit,
+        MLFLOW_GIT_DIRTY: dirty,
+    }
+    if branch != "HEAD":  # HEAD: a detached checkout
+        tags[MLFLOW_GIT_BRANCH] = branch
+    if files:
+        shown = ", ".join(files[:20]) + (f" (+{len(files) - 20} more)" if len(files) > 20 else "")
+        tags[GIT_DIRTY_FILES] = shown[:5000]
+    return tags
+
+
+def _drop_foreign_git_tags(
+    client: MlflowClient, run_id: str, tags: Mapping[str, str], lineage: Mapping[str, str]
+) -> None:
+    """MLflow tags a new run with the git checkout of the script that launched the process
+    (often none: a venv's bin/ is ignored), which need not be this package's: only the git
+    tags of `lineage` are kept. Its remote URL (which may hold a token) is never kept."""
+    for key in (MLFLOW_GIT_COMMIT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_DIRTY, MLFLOW_GIT_REPO):
+        if key in tags and key not in lineage:
+            client.delete_tag(run_id, key)
+
+
+def _log_inputs(inputs: Mapping[str, Mapping[str, str]]) -> None:
+    """Each input table as an MLflow dataset input of context `training`: named by the table,
+    its source the file (or folder), its digest the first DIGEST_CHARS hex characters of the
+    sha256 the prediction manifest records; the whole sha256 is the input's tag `sha256`."""
+    if not inputs:
+        return
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    datasets = []
+    with warnings.catch_warnings():  # a local path matches two registered sources: same one
+        warnings.simplefilter("ignore", UserWarning)
+        for table, info in inputs.items():
+            source = resolve_dataset_source(info["path"])
+            datasets.append(MetaDataset(source, name=table, digest=info["sha256"][:DIGEST_CHARS]))
+    mlflow.log_inputs(
+        datasets,
+        contexts=[INPUT_CONTEXT] * len(datasets),
+        tags_list=[{"sha256": info["sha256"]} for info in inputs.values()],
+    )
+
+
+def _version_description(record: RunRecord, lineage: Mapping[str, str], run_id: str) -> str:
+    """The registered version's description: the record's (data window, label, headline
+    metrics) and where it came from (run, commit)."""
+    commit = lineage.get(GIT_COMMIT, UNKNOWN)
+    dirty = {"true": ", with uncommitted changes", "false": ""}.get(
+        lineage.get(GIT_DIRTY, UNKNOWN), " (unknown whether it had uncommitted changes)"
+    )
+    source = "unknown source commit" if commit == UNKNOWN else f"source commit {commit}{dirty}"
+    return "\n".join(filter(None, [record.description, f"Run {run_id}, {source}."]))
+
+
 def _experiment_id(name: str) -> str:
     """The experiment's id, created when new. Not `mlflow.set_experiment`, which would leave
     it active (and in MLFLOW_EXPERIMENT_ID) for whatever the process runs next. Two runs that
@@ -517,9 +635,15 @@ def _log_training_run(
 ) -> Registered:
     name = cfg.tracking.model_name
     run_in = _experiment_id(cfg.tracking.experiment)
-    with mlflow.start_run(experiment_id=run_in) as run, tempfile.TemporaryDirectory() as tmp:
+    lineage = source_lineage()
+    with (
+        mlflow.start_run(experiment_id=run_in, tags=lineage) as run,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        _drop_foreign_git_tags(MlflowClient(), run.info.run_id, run.data.tags, lineage)
         mlflow.log_params({k: str(v)[:500] for k, v in record.params.items()})
         mlflow.log_metrics(record.metrics)
+        _log_inputs(record.inputs)
         for filename, text in record.artifacts.items():
             mlflow.log_text(text, filename)
         for filename, fig in record.figures.items():
@@ -545,6 +669,9 @@ def _log_training_run(
         )
         version = str(info.registered_model_version)
         client = MlflowClient()
+        client.update_model_version(
+            name, version, description=_version_description(record, lineage, run.info.run_id)
+        )
         _set_alias(client, name, CHALLENGER, version)
         aliases = [CHALLENGER]
         # look and set under the store's lock (sqlite), so that of two runs registering at
@@ -617,8 +744,15 @@ def _load_for_scoring(uri: str, store: str) -> tuple[LoyaltyModel, ModelRef]:
 
 def read_model_card(run_id: str, cfg: TrackingConfig) -> tuple[str, dict[str, float]]:
     """(the run's model_card.md, its metrics) for the report; one-line ModelError when the
-    store does not answer or the run has no card."""
+    store does not answer or the run has no card. A sqlite store that does not exist is
+    not created: reading a card writes nothing."""
     _quiet()
+    uri = tracking_uri(cfg)
+    database = _sqlite_file(uri)
+    if database is not None and not database.is_file():
+        raise ModelError(
+            f"no tracking store at {_shown(uri)} (set MLFLOW_TRACKING_URI or --config)"
+        )
     with _store(cfg) as store:
         try:
             metrics = dict(MlflowClient().get_run(run_id).data.metrics)
@@ -737,3 +871,164 @@ def record_promotion(
             raise ModelError(
                 f"cannot record the promotion decision in {_shown(store)}: {_first_line(exc)}"
             ) from exc
+
+
+# --- the leaderboard: the training runs of an experiment ------------------------------------
+
+TRAINING_TAG = "champion_compared"  # every training run sets it (and no other run does)
+HEADLINE = ("test_roc_auc", "test_pr_auc", "test_ece", "test_audience_spearman_rate")
+BASELINE_PREFIX = "baseline_"  # baseline_<scorer>_test_<metric> (training.run_record)
+_LOWER_IS_BETTER = ("loss", "ece", "brier", "mae", "rmse", "seconds")
+RUN_COLUMNS = (
+    "run_id",
+    "run_name",
+    "start_time",
+    "status",
+    "model_name",
+    "model_version",
+    "aliases",
+    "git_commit",
+    "git_dirty",
+    "engine",
+    "data_dir",
+)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of `metric` is better: losses, calibration errors (ECE,
+    Brier), absolute errors (MAE, RMSE) and durations (seconds)."""
+    return any(part in _LOWER_IS_BETTER for part in metric.lower().split("_"))
+
+
+def training_runs(
+    cfg: TrackingConfig, experiment: str, top: int = 10, sort: str | None = None
+) -> pd.DataFrame:
+    """The training runs of `experiment` (not nested runs, not other runs), one row each
+    (columns: RUN_COLUMNS, then each HEADLINE metric and its best baseline, then `sort` when
+    it is none of those): the `top` most recent, or the `top` best by metric `sort` (highest
+    first, lowest first when `lower_is_better`), runs without it left out. Raises a one-line
+    RequestError for an unknown experiment or a metric no training run logged, ModelError
+    when the store does not answer."""
+    _quiet()
+    with _store(cfg) as store:
+        try:
+            return _training_runs(store, experiment, top, sort)
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot read the runs of experiment {experiment!r} from {_shown(store)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+
+
+def _training_runs(store: str, experiment: str, top: int, sort: str | None) -> pd.DataFrame:
+    from loyalty_model.errors import RequestError
+
+    client = MlflowClient()
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = sorted(e.name for e in client.search_experiments(max_results=50))
+        known = f"; its experiments: {', '.join(names)}" if names else ": it has none"
+        raise RequestError(f"no experiment {experiment!r} in {_shown(store)}{known}")
+    order = ["attributes.start_time DESC", "attributes.run_id ASC"]
+    if sort is not None:  # a store sorts runs without the metric last, whatever the direction
+        order.insert(0, f"metrics.`{sort}` {'ASC' if lower_is_better(sort) else 'DESC'}")
+    chosen, seen, token = [], None, None
+    while len(chosen) < top:
+        page = client.search_runs(
+            [exp.experiment_id],
+            filter_string=f"tags.{TRAINING_TAG} LIKE '%'",
+            order_by=order,
+            max_results=max(50, 2 * top),
+            page_token=token,
+        )
+        done = False
+        for run in page:
+            if "mlflow.parentRunId" in run.data.tags:
+                continue
+            seen = seen or run
+            value = run.data.metrics.get(sort) if sort is not None else 0.0
+            if value is None or value != value:  # the rest have no value either
+                done = True
+                break
+            chosen.append(run)
+            if len(chosen) == top:
+                break
+        token = page.token
+        if done or not token:
+            break
+    if sort is not None and seen is not None and not chosen:
+        raise RequestError(_unknown_metric(sort, experiment, seen.data.metrics))
+    return _leaderboard(client, chosen, sort)
+
+
+def _unknown_metric(sort: str, experiment: str, logged: Mapping[str, float]) -> str:
+    import difflib
+
+    like = difflib.get_close_matches(sort, list(logged), n=4, cutoff=0.5)
+    hint = f"; did you mean {', '.join(like)}?" if like else f"; e.g. {', '.join(HEADLINE)}"
+    return f"no training run of experiment {experiment!r} logged the metric {sort!r}{hint}"
+
+
+def _leaderboard(client: MlflowClient, runs: list, sort: str | None) -> pd.DataFrame:
+    """One row per run, in the order given, with its registered version and that version's
+    current aliases."""
+    versions: dict[str, object] = {}
+    if runs:
+        ids = ", ".join(f"'{r.info.run_id}'" for r in runs)
+        for mv in client.search_model_versions(f"run_id IN ({ids})"):
+            known = versions.get(mv.run_id)
+            if known is None or int(mv.version) > int(known.version):
+                versions[mv.run_id] = mv
+    aliases: dict[tuple[str, str], list[str]] = {}
+    for name in sorted({mv.name for mv in versions.values()}):
+        for alias, version in client.get_registered_model(name).aliases.items():
+            aliases.setdefault((name, str(version)), []).append(alias)
+    metrics = list(HEADLINE)
+    columns = list(RUN_COLUMNS)
+    for m in HEADLINE:
+        columns += [m, f"best_baseline_{m}"]
+    if sort is not None and sort not in columns:
+        metrics.append(sort)
+        columns.append(sort)
+    rows = []
+    for run in runs:
+        tags, logged = run.data.tags, run.data.metrics
+        mv = versions.get(run.info.run_id)
+        names = sorted(aliases.get((mv.name, str(mv.version)), ())) if mv is not None else []
+        row = {
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+            "start_time": pd.Timestamp(run.info.start_time, unit="ms", tz="UTC"),
+            "status": run.info.status,
+            "model_name": mv.name if mv is not None else None,
+            "model_version": str(mv.version) if mv is not None else None,
+            "aliases": ", ".join(names),
+            "git_commit": tags.get(GIT_COMMIT),
+            "git_dirty": {"true": True, "false": False}.get(tags.get(GIT_DIRTY, "")),
+            "engine": tags.get("engine"),
+            "data_dir": run.data.params.get("data.dir"),
+        }
+        for m in metrics:
+            row[m] = logged.get(m, float("nan"))
+        for m in HEADLINE:
+            row[f"best_baseline_{m}"] = _best_baseline(logged, m)
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=columns)
+    frame["start_time"] = pd.to_datetime(frame["start_time"], utc=True)
+    for m in (c for c in columns if c in metrics or c.startswith("best_baseline_")):
+        frame[m] = frame[m].astype("float64")
+    return frame
+
+
+def _best_baseline(logged: Mapping[str, float], metric: str) -> float:
+    """The best value of `metric` (test_X) among the baselines a run logged
+    (baseline_<scorer>_test_X); NaN when it logged none."""
+    suffix = "_" + metric
+    values = [
+        v
+        for k, v in logged.items()
+        if k.startswith(BASELINE_PREFIX) and k.endswith(suffix) and v == v
+    ]
+    if not values:
+        return float("nan")
+    return min(values) if lower_is_better(metric) else max(values)

@@ -12,7 +12,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from loyalty_model import engines, features, io, scoring, spine
+from loyalty_model import cache, engines, features, io, scoring, spine
 from loyalty_model.config import Config, FeatureConfig, LabelConfig, ModelConfig
 from loyalty_model.contract import TABLES
 from loyalty_model.drift import FeatureReference, watched
@@ -56,6 +56,7 @@ class TrainingOutcome:
     truth: TruthCheck | None = None  # audiences against the simulator's truth, where known
     read: io.Tables | None = None  # warnings about the data, rows dropped per reason
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)  # the rows dropped
+    feature_cache: cache.CacheUse | None = None  # hit, miss or off, and the key
 
 
 @dataclass
@@ -90,19 +91,24 @@ class TruthCheck:
 @dataclass(frozen=True)
 class RunRecord:
     """What a training run logs: parameters, metrics, text artifacts (file name -> text),
-    figures (file name -> matplotlib figure) and tags."""
+    figures (file name -> matplotlib figure) and tags; the input tables (table -> path and
+    sha256 of its bytes, as in the prediction manifest) and the registered version's
+    description (data window, label, headline metrics)."""
 
     params: dict[str, object]
     metrics: dict[str, float]
     artifacts: dict[str, str]
     figures: dict[str, object]
     tags: dict[str, str]
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)
+    description: str = ""
 
 
 def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | None) -> RunRecord:
     """The run record of a training outcome (`champion_version`: the champion it was compared
     with on the same test rows, None when there was none)."""
     import json
+    import re
 
     import yaml
 
@@ -135,18 +141,73 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
         artifacts["audiences_vs_truth.csv"] = outcome.truth.scenarios.to_csv(index=False)
         artifacts["audience_tiers_vs_truth.csv"] = outcome.truth.tiers.to_csv(index=False)
     figures = plots.all_figures(outcome.model, outcome.frames["test"], ev.test_scores)
+    # each baseline's test metrics (baselines.csv) as metrics of the run too, so that runs can
+    # be compared with them without reading artifacts: baseline_<scorer>_test_<metric>
+    baselines = {
+        f"baseline_{re.sub(r'[^0-9a-z]+', '_', str(row['scorer']).lower()).strip('_')}"
+        f"_test_{k}": float(v)
+        for row in ev.baselines.to_dict("records")
+        if not str(row["scorer"]).startswith(("model", "oracle"))
+        for k, v in row.items()
+        if k != "scorer" and isinstance(v, int | float) and v == v
+    }
+    # NaN marks a metric that could not be computed (too few campaigns of a tier, ...):
+    # not logged, not returned
+    metrics = {
+        k: v
+        for k, v in {**outcome.metrics, **baselines, **outcome.sizes, **outcome.timings}.items()
+        if v == v
+    }
+    # lineage: the input tables with the sha256 the prediction manifest records
+    inputs = {}
+    for table in TABLES:
+        source = io.table_source(cfg.data.dir, table)
+        inputs[table] = {"path": str(source.absolute()), "sha256": io.fingerprint(source)}
+    lab, w = cfg.label, outcome.window
+    headline = [
+        (label, metrics.get(f"test_{key}"), metrics.get(f"champion_test_{key}"))
+        for label, key in (
+            ("ROC-AUC", "roc_auc"),
+            ("PR-AUC", "pr_auc"),
+            ("ECE", "ece"),
+            ("audience Spearman", "audience_spearman_rate"),
+        )
+    ]
+    description = "\n".join(
+        [
+            f"Data: {cfg.data.dir}, events up to {w['data_end'][:10]}; campaigns split by "
+            f"start: train from {w['train_from'][:10]}, valid from {w['valid_from'][:10]}, "
+            f"test from {w['test_from'][:10]} to {w['test_to'][:10]} "
+            f"({outcome.sizes['test_campaigns']:.0f} test campaigns, "
+            f"{outcome.sizes['test_rows']:,.0f} rows).",
+            f"Label: brand-loyal = at least {lab.min_purchases} purchases of the campaign's "
+            f"brand within {lab.horizon_days} days of the campaign start"
+            + (", the first attributed to the influencer" if lab.require_attribution else "")
+            + ".",
+            "Test: "
+            + ", ".join(f"{name} {v:.4f}" for name, v, _ in headline if v is not None)
+            + (
+                f" (champion v{champion_version} on the same rows: "
+                + ", ".join(f"{name} {c:.4f}" for name, _, c in headline if c is not None)
+                + ")"
+                if champion_version
+                else ""
+            )
+            + ".",
+        ]
+    )
     return RunRecord(
         params=params,
-        # NaN marks a metric that could not be computed (too few campaigns of a tier, ...):
-        # not logged, not returned
-        metrics={
-            k: v
-            for k, v in {**outcome.metrics, **outcome.sizes, **outcome.timings}.items()
-            if v == v
-        },
+        metrics=metrics,
         artifacts=artifacts,
         figures=figures,
-        tags={"champion_compared": champion_version or "none", "engine": cfg.data.engine},
+        tags={
+            "champion_compared": champion_version or "none",
+            "engine": cfg.data.engine,
+            **(outcome.feature_cache.tags() if outcome.feature_cache else {}),
+        },
+        inputs=inputs,
+        description=description,
     )
 
 
@@ -240,6 +301,98 @@ def _training_frame(
 Stage = Callable[[str], None]  # told what training is doing now, in words
 
 
+@dataclass(frozen=True)
+class SpineFacts:
+    """What training uses of the spine besides the frame (cached beside it)."""
+
+    campaigns_used: int
+    campaigns_excluded: int  # label window not fully observed in the data
+    data_end: datetime | None  # last event_ts in the data
+    rows_before_cap: int | None = None  # spine rows before data.max_training_rows sampled
+
+    @classmethod
+    def of(cls, sp: spine.TrainingSpine) -> SpineFacts:
+        return cls(sp.campaigns_used, sp.campaigns_excluded, sp.data_end, sp.rows_before_cap)
+
+    def to_dict(self) -> dict:
+        end = None if self.data_end is None else self.data_end.isoformat()
+        return {
+            "campaigns_used": self.campaigns_used,
+            "campaigns_excluded": self.campaigns_excluded,
+            "data_end": end,
+            "rows_before_cap": self.rows_before_cap,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> SpineFacts:
+        end = None if d["data_end"] is None else datetime.fromisoformat(d["data_end"])
+        cap = d["rows_before_cap"]
+        return cls(
+            int(d["campaigns_used"]),
+            int(d["campaigns_excluded"]),
+            end,
+            None if cap is None else int(cap),
+        )
+
+
+def training_features(
+    con: duckdb.DuckDBPyConnection, cfg: Config, read: io.Tables, stage: Stage = lambda _: None
+) -> tuple[pd.DataFrame, SpineFacts, cache.CacheUse]:
+    """build_training_frame through train's feature cache (cache.py): the frame of an entry
+    with the same key when there is one, else built and stored; built and neither read nor
+    stored with cache.enabled false. `read`: the tables io.prepare_tables registered on
+    `con`."""
+    if not cfg.cache.enabled:
+        t0 = time.perf_counter()
+        frame, sp = build_training_frame(con, cfg, read)
+        built = time.perf_counter() - t0
+        return (
+            frame,
+            SpineFacts.of(sp),
+            cache.CacheUse("off", None, None, 0.0, cfg.data.engine, built),
+        )
+    if cfg.data.engine == "spark":
+        spark_reads_the_files(read)  # refused on a hit as on a build
+    t0 = time.perf_counter()
+    material = cache.key_material(cfg, read.dropped)
+    key = cache.key_of(material)
+    store = cache.FeatureCache.of(cfg.cache)
+    found = store.get(key)
+    if found is not None:
+        try:
+            facts = SpineFacts.from_dict(found.meta["spine"])
+            built = found.meta["built"]
+            engine, built_seconds = str(built["engine"]), float(built["seconds"])
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("feature cache: entry %s lacks %s; rebuilding it", found.folder, exc)
+            store.discard(key)
+        else:
+            use = cache.CacheUse(
+                "hit", key, found.folder, time.perf_counter() - t0, engine, built_seconds
+            )
+            stage(use.summary())
+            return found.frame, facts, use
+    seconds = time.perf_counter() - t0
+    stage(f"feature cache miss (key {key}): building the features on {cfg.data.engine}")
+    t1 = time.perf_counter()
+    frame, sp = build_training_frame(con, cfg, read)
+    built_seconds = time.perf_counter() - t1
+    facts = SpineFacts.of(sp)
+    entry = None
+    if not frame.empty:  # nothing to train on: an error follows, nothing worth keeping
+        stage(f"storing the features in the feature cache ({store.folder})")
+        t2 = time.perf_counter()
+        meta = {
+            "material": material,
+            "spine": facts.to_dict(),
+            "built": {"engine": cfg.data.engine, "seconds": built_seconds},
+            "data_dir": str(cfg.data.dir),  # where the tables were; not part of the key
+        }
+        entry = store.put(key, frame, meta)
+        seconds += time.perf_counter() - t2
+    return frame, facts, cache.CacheUse("miss", key, entry, seconds, cfg.data.engine, built_seconds)
+
+
 def fit_and_evaluate(
     cfg: Config, champion: LoyaltyModel | None = None, stage: Stage | None = None
 ) -> TrainingOutcome:
@@ -256,9 +409,11 @@ def _fit_and_evaluate(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     stage(f"building point-in-time features on {cfg.data.engine}")
-    with timed(timings, "feature_seconds"):
+    with timed(timings, "validation_seconds"):  # the data contract; registers the tables
         read = io.prepare_tables(con, cfg.data.dir, cfg.data.on_bad_rows)
-        frame, sp = build_training_frame(con, cfg, read)
+    with timed(timings, "feature_seconds"):  # built, or read from the feature cache
+        frame, sp, cached = training_features(con, cfg, read, stage)
+    timings["feature_cache_seconds"] = cached.seconds
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
         raise DataError(
@@ -298,7 +453,9 @@ def _fit_and_evaluate(
             champ = binary_metrics(test["label"].to_numpy(), champion.predict_proba(test))
             metrics.update({f"{CHAMPION_PREFIX}{k}": v for k, v in champ.items()})
     metrics.update(fit_info)
-    after_features = time.perf_counter() - t0 - timings["feature_seconds"]
+    after_features = (
+        time.perf_counter() - t0 - timings["feature_seconds"] - timings["validation_seconds"]
+    )
     lightgbm = sum(fit_info[f"{k}_seconds"] for k in ("early_stopping_fit", "cross_fit", "refit"))
     sizes = {}
     for name, part in parts.items():
@@ -309,11 +466,11 @@ def _fit_and_evaluate(
     if sp.rows_before_cap is not None:  # data.max_training_rows sampled the spine
         sizes["spine_rows_before_cap"] = float(sp.rows_before_cap)
     sizes["events"] = float(n_events)
-    t_features = timings["feature_seconds"]
+    t_build = cached.built_seconds or timings["feature_seconds"]  # on a hit: the build's
     timings |= {
         # where the time after the feature build goes: LightGBM's share of it
         "lightgbm_share_after_features": lightgbm / after_features if after_features else 0.0,
-        "events_per_second_features": n_events / t_features if t_features else float("nan"),
+        "events_per_second_features": n_events / t_build if t_build else float("nan"),
     }
     window = {
         "train_from": str(parts["train"]["cutoff_ts"].min()),
@@ -327,7 +484,7 @@ def _fit_and_evaluate(
     }  # the rows dropped (data.on_bad_rows=drop), logged with the run
     sizes["rows_quarantined"] = float(read.dropped_rows())
     return TrainingOutcome(
-        model, metrics, sizes, parts, timings, evaluation, window, check, read, quarantine
+        model, metrics, sizes, parts, timings, evaluation, window, check, read, quarantine, cached
     )
 
 

@@ -159,6 +159,7 @@ def test_report_refuses_a_plan_of_another_request(planned, trained, tmp_path):
     assert not (tmp_path / "r.html").exists()
 
 
+@pytest.mark.slow
 def test_plans_beat_the_reach_buyer_and_macro_only_in_the_simulators_truth(
     small_world, store, tmp_path
 ):
@@ -190,3 +191,24 @@ def test_plans_beat_the_reach_buyer_and_macro_only_in_the_simulators_truth(
         assert truth["planner"] > truth["reach_buyer"], truth
         assert truth["planner"] > truth["macro_only"], truth
         assert truth["planner"] > truth["best_single"], truth
+
+
+def test_candidates_files_as_people_write_them(tmp_path):
+    """A header in any case with spaces, a byte-order mark (Excel), ids on lines or between
+    commas: read as meant; an unknown column is refused rather than ignored."""
+    from loyalty_model.cli import _candidates
+    from loyalty_model.errors import RequestError
+
+    f = tmp_path / "c.csv"
+    f.write_text("\ufeffInfluencer_ID, Cost\ni1, 10\ni2,\n", encoding="utf-8")
+    got = _candidates(f"@{f}")
+    assert list(got.influencer_id) == ["i1", "i2"] and got.cost.iloc[0] == "10"
+    assert got.cost.isna().iloc[1]
+    f.write_text("i1\ni2,i3\n\n")
+    assert list(_candidates(f"@{f}").influencer_id) == ["i1", "i2", "i3"]
+    assert list(_candidates("i1, i2").influencer_id) == ["i1", "i2"]
+    f.write_text("influencer_id,price\ni1,10\n")
+    with pytest.raises(RequestError, match="unknown column"):
+        _candidates(f"@{f}")
+    with pytest.raises(RequestError, match="cannot read"):
+        _candidates(f"@{tmp_path / 'missing.csv'}")

@@ -117,7 +117,10 @@ def plan_summary(ids: list[str], macro_only: bool = True) -> dict:
     }  # fmt: skip
     return {"brand_id": "b0004", "as_of": "2025-10-01", "budget": 50_000.0, "currency": "USD",
             "scale": "full_audience", "model": {}, "plans": plans,
-            "candidates": {"influencers": 40, "with_price": 38}, "method": {}}  # fmt: skip
+            "candidates": {"candidates": 40, "with_cost": 38, "cost_from_candidates_file": 0,
+                           "skipped_without_cost": 2, "without_followers_scored": 1,
+                           "over_budget": 0},
+            "method": {}}  # fmt: skip
 
 
 def write_plan(folder: Path, audiences: pd.DataFrame, macro_only: bool = True) -> Path:
@@ -129,7 +132,8 @@ def write_plan(folder: Path, audiences: pd.DataFrame, macro_only: bool = True) -
     pd.DataFrame({
         "step": np.arange(1, len(chosen) + 1), "influencer_id": chosen["influencer_id"],
         "tier": chosen["tier"], "category": chosen["category"],
-        "follower_count": chosen["follower_count"], "cost": chosen["price_per_post"],
+        "follower_count": chosen["follower_count"],
+        "followers_scored": chosen["followers_scored"], "cost": chosen["price_per_post"],
         "expected_loyal_alone": alone, "marginal_expected_unique_loyal": marginal,
         "cumulative_expected_unique_loyal": marginal.cumsum(),
         "cumulative_cost": chosen["price_per_post"].cumsum(),
@@ -292,6 +296,9 @@ def test_tier_sentence_reads_micro_against_macro_from_the_data(tmp_path):
     ratio = per1k["micro"] / per1k["macro"]
     assert f"Micro audiences: median {report._num(per1k['micro'])} loyal per 1,000" in tiers
     assert f"{ratio:.1f}× macro's" in tiers
+    cost = aud.groupby("tier")["cost_per_expected_loyal"].median()
+    cheapest = cost.idxmin()
+    assert f"lowest through {cheapest} audiences ({report._money(cost[cheapest], 'USD')})" in tiers
     assert tiers.count("<svg") == 2 and "log scale" in tiers
     assert (
         tiers.count('class="dot"')
@@ -310,6 +317,13 @@ def test_plan_section_compares_plans_and_lists_the_planner_steps(tmp_path):
     steps = body.split("in the order chosen")[1].split("<tbody>")[1]
     assert len(re.findall(r"<tr>", steps)) == 6
     assert body.count('class="bar"') == 1 and body.count('class="bar alt"') == 2
+
+
+def test_the_plan_table_and_the_plan_files_agree_on_columns_and_thin_samples():
+    from loyalty_model import planner, scoring
+
+    assert report.PLAN_COLUMNS == planner.PLAN_COLUMNS
+    assert report.THIN_SAMPLE == scoring.THIN_SAMPLE
 
 
 def test_candidates_are_counted_in_words():
