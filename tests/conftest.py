@@ -10,6 +10,18 @@ import pytest
 import loyalty_model as lm
 
 
+@pytest.fixture(scope="session", autouse=True)
+def shared_feature_cache(tmp_path_factory):
+    """One feature cache for the whole run (LOYALTY_CACHE_DIR, inherited by the commands the
+    tests start): trains on the same world and settings read the features the first one
+    built, as a data scientist's do, instead of leaving a cache in every test's folder. The
+    cache's own tests use caches of their own."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("LOYALTY_CACHE_DIR", str(tmp_path_factory.mktemp("feature-cache")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory) -> Path:
     """The `tiny` world, seed 1. Read-only: copy it before changing anything."""

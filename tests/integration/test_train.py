@@ -36,8 +36,19 @@ def train(data, *extra) -> str:
     return result.output
 
 
-def test_train_registers_a_model_that_returns_probabilities(tiny_world, store):
+def test_train_registers_a_model_that_returns_probabilities(tiny_world, store, monkeypatch):
+    from loyalty_model import engines
+
+    connections = []
+    real = engines.duckdb_connection
+
+    def counting(*args, **kwargs):
+        connections.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engines, "duckdb_connection", counting)
     out = train(tiny_world)
+    assert len(connections) == 1  # one engine connection for the whole run
     assert "version 1" in out and "challenger, champion" in out
     # every long stage says when it starts (on stderr: not a terminal here)
     stages = [line.split("] ", 1)[1] for line in out.splitlines() if line.startswith("[")]
@@ -238,21 +249,6 @@ def test_split_by_dates(tmp_path, store):
         ],
     )
     assert bad.exit_code == 2 and "empty" in bad.output
-
-
-def test_one_engine_connection_per_run(tiny_world, store, monkeypatch):
-    from loyalty_model import engines
-
-    calls = []
-    real = engines.duckdb_connection
-
-    def counting(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engines, "duckdb_connection", counting)
-    train(tiny_world)
-    assert len(calls) == 1
 
 
 def test_sample_fraction_keeps_a_stable_share_of_followers(tiny_world, store):
