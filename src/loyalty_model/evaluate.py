@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,7 @@ import pandas as pd
 from scipy.stats import spearmanr
 from sklearn.metrics import average_precision_score, log_loss, roc_auc_score
 
+from loyalty_model import btyd
 from loyalty_model.contract import TIERS
 from loyalty_model.intervals import AudienceAccumulator
 
@@ -19,6 +21,7 @@ if TYPE_CHECKING:
     from loyalty_model.model import LoyaltyModel
 
 ECE_BINS = 20
+log = logging.getLogger(__name__)
 
 
 def calibration_bins(y: np.ndarray, p: np.ndarray, bins: int = ECE_BINS):
@@ -153,7 +156,11 @@ def baseline_scores(
     - follower_count: rank audiences by reach (every follower of a bigger account scores higher);
     - engagement_rate: rank by the influencer's engagement rate (what most tools show);
     - logistic_regression: a linear model on the same features, fitted on the rows the
-      model is fitted on (train+valid).
+      model is fitted on (train+valid);
+    - bg_nbd: the BG/NBD repeat-buying model (btyd.py) fitted per brand on the follower x
+      brand purchase histories before the cutoffs of the same rows, scoring P(at least
+      `min_purchases` purchases in the horizon) (bg_nbd_scores). A ranking score: it is a
+      probability only for the brand's past buyers.
     """
     from loyalty_model.model import baseline_matrix, make_logistic_baseline
 
@@ -170,6 +177,109 @@ def baseline_scores(
         baseline_matrix(fit_rows, spec), fit_rows["label"].to_numpy()
     )
     out["logistic_regression"] = (lr.predict_proba(baseline_matrix(test, spec))[:, 1], True)
+    out["bg_nbd"] = (bg_nbd_scores(fit_rows, test, spec.horizon_days, spec.min_purchases), False)
+    return out
+
+
+# -- the BG/NBD baseline ----------------------------------------------------------------------
+
+# days from the follower's first purchase of the brand to the cutoff day (BG/NBD's age T)
+BTYD_FIRST_PURCHASE = "fb_days_since_first_purchase"
+# a brand with fewer past buyers in the fit rows (or none who bought twice) gets the fit of
+# every brand's buyers together
+BTYD_MIN_CUSTOMERS = 30
+
+
+def _cutoff_day(frame: pd.DataFrame) -> np.ndarray:
+    """The UTC day number of each row's cutoff (features use the days before it)."""
+    ts = pd.to_datetime(frame["cutoff_ts"], utc=True)
+    return ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).to_numpy(dtype=float)
+
+
+def btyd_histories(
+    frame: pd.DataFrame, history_start_day: float | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(buyer, x, t_x, T) of each row, in days, from its follower x brand features: the
+    brand's purchases before the cutoff day `fb_purchases_all` (x = purchases - 1), the days
+    since the last `fb_days_since_purchase` (T - t_x) and since the first
+    (BTYD_FIRST_PURCHASE, T). Rows without a purchase (buyer False) get zeros.
+
+    Without the first-purchase column, T of a repeat buyer is estimated: their purchases
+    before the last are spread over the time from `history_start_day` (the first day the
+    data show a purchase) to the last, and the first of x of them falls on average 1 / (x + 1)
+    of the way in. Exact for x = 0 (the first purchase is the last)."""
+    n = frame["fb_purchases_all"].astype(float).fillna(0).to_numpy()
+    recency = frame["fb_days_since_purchase"].astype(float).to_numpy()
+    buyer = (n >= 1) & ~np.isnan(recency)
+    x = np.where(buyer, n - 1, 0.0)
+    since_last = np.where(buyer, recency, 0.0)
+    if BTYD_FIRST_PURCHASE in frame:
+        first = frame[BTYD_FIRST_PURCHASE].astype(float).to_numpy()
+        age = np.where(buyer, np.fmax(first, since_last), 0.0)  # NaN: the last is the first
+    else:
+        start = np.nan if history_start_day is None else history_start_day
+        span = np.fmax(_cutoff_day(frame) - start, since_last)  # NaN start: span = since_last
+        age = since_last + (span - since_last) * x / (x + 1)
+    return buyer, x, age - since_last, age
+
+
+def bg_nbd_scores(
+    fit_rows: pd.DataFrame, rows: pd.DataFrame, horizon_days: int, min_purchases: int
+) -> np.ndarray:
+    """The BG/NBD baseline: P(at least `min_purchases` purchases of the brand in the next
+    `horizon_days` | the follower's purchase history of the brand before the cutoff), exact
+    (btyd.prob_at_least), for each of `rows`.
+
+    Fitted by maximum likelihood per brand on `fit_rows`' histories, one per follower and
+    brand (the latest cutoff: the longest history; earlier cutoffs are the same history cut
+    short), past buyers only — BG/NBD's population begins at a customer's first purchase.
+    Brands with fewer than BTYD_MIN_CUSTOMERS buyers, or none who bought again, and brands
+    absent from the fit rows use one fit over every brand's buyers. Only the follower's own
+    purchases of the brand before each cutoff are used: no labels, no other feature.
+
+    A follower who never bought the brand scores 0, below every buyer: BG/NBD has no model of
+    a first purchase, and what it says of a customer whose only purchase lies ever further
+    back tends to 0 (a just-acquired customer's P — x = 0, T = 0 — would rank every non-buyer
+    above every lapsed customer, which nothing in the model supports)."""
+    out = np.zeros(len(rows))
+    start = None
+    if BTYD_FIRST_PURCHASE not in fit_rows:
+        buyer, _, _, _ = btyd_histories(fit_rows)
+        since = fit_rows["fb_days_since_purchase"].astype(float).to_numpy()
+        if buyer.any():
+            start = float(np.min((_cutoff_day(fit_rows) - since)[buyer]))
+        log.info("bg_nbd: no %s feature; first purchases estimated", BTYD_FIRST_PURCHASE)
+    latest = fit_rows.sort_values("cutoff_ts", kind="stable").drop_duplicates(
+        ["follower_id", "brand_id"], keep="last"
+    )
+    buyer, x, t_x, age = btyd_histories(latest, start)
+    if not buyer.any():
+        return out  # no past buyer to fit: no ranking
+    brand = latest["brand_id"].astype(str).to_numpy()[buyer]
+    x, t_x, age = x[buyer], t_x[buyer], age[buyer]
+    pooled = btyd.fit(x, t_x, age)
+    fits: dict[str, btyd.BGNBD] = {}
+    for b in np.unique(brand):
+        m = brand == b
+        if m.sum() >= BTYD_MIN_CUSTOMERS and (x[m] > 0).any():
+            fits[b] = btyd.fit(x[m], t_x[m], age[m])
+    log.info(
+        "bg_nbd: %d brands fitted, %d of them converged; pooled fit r=%.3g alpha=%.3g "
+        "a=%.3g b=%.3g",
+        len(fits),
+        sum(f.converged for f in fits.values()),
+        pooled.r,
+        pooled.alpha,
+        pooled.a,
+        pooled.b,
+    )
+    buyer, x, t_x, age = btyd_histories(rows, start)
+    brands = rows["brand_id"].astype(str).to_numpy()
+    for b in np.unique(brands[buyer]):
+        m = buyer & (brands == b)
+        out[m] = btyd.prob_at_least(
+            fits.get(b, pooled), min_purchases, horizon_days, x[m], t_x[m], age[m]
+        )
     return out
 
 

@@ -81,8 +81,9 @@ def features(cfg: lm.Config) -> tuple[pd.DataFrame, cache.CacheUse]:
 
 
 def test_a_touched_input_hits_a_changed_one_misses_and_a_damaged_entry_is_rebuilt(
-    world, tmp_path, caplog
+    world, tmp_path, caplog, monkeypatch
 ):
+    monkeypatch.delenv(cache.ENV_CACHE_DIR, raising=False)  # this test's cache, not the run's
     cfg = lm.load_config(None, [f"data.dir={world}", f"cache.dir={tmp_path / 'cache'}"])
     built, use = features(cfg)
     assert use.state == "miss" and use.entry == tmp_path / "cache" / use.key

@@ -191,7 +191,8 @@ def test_a_java_that_does_not_start_is_one_line(tiny_world, tmp_path):
     java.write_text("#!/bin/sh\necho 'not a JVM' >&2\nexit 1\n")
     java.chmod(0o755)
     env = os.environ | {"JAVA_HOME": str(tmp_path / "jdk"), "LOYALTY_SPARK_MASTER": "local[1]"}
-    args = ["train", "--data", str(tiny_world), "--engine", "spark"]
+    # --no-cache: features cached by an earlier train would spare it starting Spark at all
+    args = ["train", "--data", str(tiny_world), "--engine", "spark", "--no-cache"]
     done = _cli([*args, "--set", f"tracking.uri=sqlite:///{tmp_path / 'm.db'}"], env, tmp_path)
     assert done.returncode == 2, done.stderr
     last = done.stderr.strip().splitlines()[-1]

@@ -200,3 +200,91 @@ def test_truth_sample_keeps_whole_audiences_within_the_cap_in_a_fixed_order():
     assert truth_sample(t.iloc[::-1], 55) == some  # the row order does not matter
     assert set(truth_sample(t, 95)) > set(some)  # a larger cap keeps the smaller sample
     assert len(truth_sample(t, 3)) == 1  # at least one influencer, even above the cap
+
+
+def _btyd_frame(seed: int = 0) -> dict[str, pd.DataFrame]:
+    """Train/valid/test feature frames of one brand: follower x brand purchase histories
+    (purchases before the cutoff day, days since the last and the first of them) and the
+    two influencer columns the other baselines read."""
+    from types import SimpleNamespace
+
+    rng = np.random.default_rng(seed)
+
+    def rows(n, cutoff, prefix):
+        purchases = rng.poisson(0.8, n) * rng.integers(0, 2, n)  # half never bought
+        first = rng.uniform(20, 400, n).round()
+        last = np.where(purchases > 1, (first * rng.uniform(0, 1, n)).round().clip(1), first)
+        return pd.DataFrame(
+            {
+                "campaign_id": f"c-{prefix}",
+                "follower_id": [f"{prefix}{k}" for k in range(n)],
+                "influencer_id": "i1",
+                "brand_id": "b1",
+                "cutoff_ts": pd.Timestamp(cutoff),
+                "fb_purchases_all": purchases,
+                "fb_days_since_purchase": np.where(purchases > 0, last, np.nan),
+                "fb_days_since_first_purchase": np.where(purchases > 0, first, np.nan),
+                "inf_log_followers": rng.normal(10, 1, n),
+                "inf_engagement_rate_90d": rng.uniform(0, 0.1, n),
+                "label": rng.integers(0, 2, n),
+            }
+        )
+
+    test = pd.DataFrame(
+        {
+            "campaign_id": "c-test",
+            "follower_id": ["loyal", "one_off", "never"],
+            "influencer_id": "i1",
+            "brand_id": "b1",
+            "cutoff_ts": pd.Timestamp("2025-06-01"),
+            # 9 purchases over the last 300 days, the last 4 days ago; one, 200 days ago; none
+            "fb_purchases_all": [9, 1, 0],
+            "fb_days_since_purchase": [4.0, 200.0, np.nan],
+            "fb_days_since_first_purchase": [300.0, 200.0, np.nan],
+            "inf_log_followers": [10.0, 10.0, 10.0],
+            "inf_engagement_rate_90d": [0.05, 0.05, 0.05],
+            "label": [1, 0, 0],
+        }
+    )
+    parts = {
+        "train": rows(300, "2025-01-01", "t"),
+        "valid": rows(100, "2025-03-01", "v"),
+        "test": test,
+    }
+    spec = SimpleNamespace(
+        names=("inf_log_followers", "fb_purchases_all"),
+        categorical=(),
+        categories={},
+        horizon_days=90,
+        min_purchases=2,
+    )
+    return parts, spec
+
+
+@pytest.mark.parametrize("first_purchase_known", [True, False])
+def test_bg_nbd_baseline_ranks_a_repeat_buyer_above_a_one_off_buyer(first_purchase_known):
+    parts, spec = _btyd_frame()
+    if not first_purchase_known:  # estimated from the start of the purchase history
+        parts = {k: v.drop(columns=evaluate.BTYD_FIRST_PURCHASE) for k, v in parts.items()}
+    scores = evaluate.baseline_scores(parts, spec)
+    score, is_probability = scores["bg_nbd"]
+    loyal, one_off, never = score
+    assert loyal > one_off > never == 0.0
+    assert 0 < loyal < 1 and not is_probability
+
+
+def test_bg_nbd_is_a_row_of_the_baseline_table():
+    from types import SimpleNamespace
+
+    parts, spec = _btyd_frame()
+    metrics = {
+        f"test_{k}": 0.5
+        for k in ("roc_auc", "pr_auc", "log_loss", "ece", "lift_top1pct", "recall_top10pct")
+    }
+    table, scores = evaluate._baseline_table(
+        SimpleNamespace(spec=spec), parts, None, metrics, seed=0
+    )
+    row = table.set_index("scorer").loc["bg_nbd"]
+    assert row["roc_auc"] == 1.0  # the one loyal follower of three ranked first
+    assert np.isnan(row["log_loss"])  # a ranking score: no log loss, no ECE
+    assert list(scores["bg_nbd"]) == list(evaluate.baseline_scores(parts, spec)["bg_nbd"][0])

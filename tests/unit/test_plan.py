@@ -117,7 +117,7 @@ def test_within_the_guarantee_of_the_brute_force_optimum():
         ratios.append(value / opt)
     ratios = np.array(ratios)
     assert ratios.min() >= GUARANTEE - 1e-9
-    assert (ratios > 1 - 1e-9).mean() > 0.6  # equal to the optimum in most instances
+    assert (ratios > 1 - 1e-9).mean() > 0.85  # equal to the optimum in most (142 of 150)
     assert len(ratios) > 100
 
 
