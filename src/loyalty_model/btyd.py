@@ -110,7 +110,7 @@ def group(x, t_x, T, weights=None) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
     return uniq[:, 0], uniq[:, 1], uniq[:, 2], total
 
 
-def fit(
+def fit_bg_nbd(
     x,
     t_x,
     T,

@@ -257,12 +257,12 @@ def bg_nbd_scores(
         return out  # no past buyer to fit: no ranking
     brand = latest["brand_id"].astype(str).to_numpy()[buyer]
     x, t_x, age = x[buyer], t_x[buyer], age[buyer]
-    pooled = btyd.fit(x, t_x, age)
+    pooled = btyd.fit_bg_nbd(x, t_x, age)
     fits: dict[str, btyd.BGNBD] = {}
     for b in np.unique(brand):
         m = brand == b
         if m.sum() >= BTYD_MIN_CUSTOMERS and (x[m] > 0).any():
-            fits[b] = btyd.fit(x[m], t_x[m], age[m])
+            fits[b] = btyd.fit_bg_nbd(x[m], t_x[m], age[m])
     log.info(
         "bg_nbd: %d brands fitted, %d of them converged; pooled fit r=%.3g alpha=%.3g "
         "a=%.3g b=%.3g",

@@ -30,6 +30,14 @@ def store(tmp_path, monkeypatch) -> str:
     return uri
 
 
+# settings that make a run quick, for tests of the registry and the gate rather than of the
+# model (60 trees, 2 calibration folds, no truth check)
+QUICK = (
+    *("--set", "evaluation.truth_max_followers=0", "--set", "model.n_estimators=60"),
+    *("--set", "model.calibration_folds=2"),
+)
+
+
 def train(data, *extra) -> str:
     result = runner.invoke(app, ["train", "--data", str(data), *extra])
     assert result.exit_code == 0, result.output
@@ -133,8 +141,8 @@ def test_train_registers_a_model_that_returns_probabilities(tiny_world, store, m
 
 
 def test_second_version_is_challenger_and_champion_stays(tiny_world, store):
-    train(tiny_world)
-    out = train(tiny_world, "--set", "model.num_leaves=15")  # the default is 7
+    train(tiny_world, *QUICK)
+    out = train(tiny_world, *QUICK, "--set", "model.num_leaves=15")  # the default is 7
     assert "version 2  aliases: challenger\n" in out
     client = MlflowClient(tracking_uri=store)
     v2 = client.get_run(client.get_model_version("audience-loyalty", "2").run_id)
@@ -144,8 +152,8 @@ def test_second_version_is_challenger_and_champion_stays(tiny_world, store):
 
 
 def test_training_is_deterministic(tiny_world, store):
-    first = train(tiny_world)
-    second = train(tiny_world)
+    first = train(tiny_world, *QUICK)
+    second = train(tiny_world, *QUICK)
 
     def table(out):
         return [line for line in out.splitlines() if line.startswith(("│ roc_auc", "│ pr_auc"))]
@@ -268,8 +276,8 @@ def promote(*extra):
 
 
 def test_gate_rejects_a_worse_model_and_records_why(tiny_world, store):
-    train(tiny_world)  # v1: champion
-    train(tiny_world, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
+    train(tiny_world, *QUICK)  # v1: champion
+    train(tiny_world, *QUICK, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
     result = promote()
     assert result.exit_code == 3, result.output
     assert "KEEP CHAMPION" in result.output and "v1 stays champion" in result.output
@@ -287,17 +295,17 @@ def test_gate_rejects_a_worse_model_and_records_why(tiny_world, store):
 
 
 def test_gate_promotes_a_better_model(tiny_world, store):
-    train(tiny_world, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
-    train(tiny_world)  # v2, compared with the weak v1 on the same test rows
+    train(tiny_world, *QUICK, "--set", "model.n_estimators=1", "--set", "model.learning_rate=0.01")
+    train(tiny_world, *QUICK)  # v2, compared with the weak v1 on the same test rows
     result = promote()
     assert result.exit_code == 0, result.output
     assert "PROMOTE" in result.output and "champion is now audience-loyalty v2" in result.output
 
 
 def test_promote_refuses_a_stale_comparison(tiny_world, store):
-    train(tiny_world)  # v1 champion
-    train(tiny_world)  # v2 compared with v1
-    train(tiny_world)  # v3 compared with v1
+    train(tiny_world, *QUICK)  # v1 champion
+    train(tiny_world, *QUICK)  # v2 compared with v1
+    train(tiny_world, *QUICK)  # v3 compared with v1
     assert promote("--version", "2", "--force").exit_code == 0  # champion is now v2
     result = promote("--version", "3")
     assert result.exit_code == 2 and "compared with champion v1" in result.output

@@ -106,7 +106,7 @@ def sample():
 
 def test_fit_recovers_the_parameters_it_was_simulated_with(sample):
     x, t_x, T = sample
-    fitted = btyd.fit(x, t_x, T)
+    fitted = btyd.fit_bg_nbd(x, t_x, T)
     assert fitted.converged and fitted.at_bound == ()
     # over 40 seeds of 5,000 customers the relative errors had standard deviations of 2.5 %
     # (r), 3.2 % (alpha), 5.5 % (a), 7.1 % (b) and 2.3 % (the mean dropout a / (a + b)); with
@@ -130,18 +130,18 @@ def test_weights_are_counts_of_identical_customers(sample):
     x, t_x, T = (v[:600] for v in sample)
     rows = np.stack([x, t_x, T], axis=1)
     uniq, counts = np.unique(rows, axis=0, return_counts=True)
-    twice = btyd.fit(*np.repeat(rows, 2, axis=0).T)
-    weighted = btyd.fit(uniq[:, 0], uniq[:, 1], uniq[:, 2], weights=2 * counts)
+    twice = btyd.fit_bg_nbd(*np.repeat(rows, 2, axis=0).T)
+    weighted = btyd.fit_bg_nbd(uniq[:, 0], uniq[:, 1], uniq[:, 2], weights=2 * counts)
     np.testing.assert_allclose(weighted.params, twice.params, rtol=1e-4)
     assert weighted.customers == twice.customers == 1_200
 
 
 def test_data_that_identify_nothing_do_not_diverge():
     # nobody ever bought again: the dropout and the rate cannot both be pinned down
-    fitted = btyd.fit(np.zeros(50), np.zeros(50), np.linspace(10, 300, 50))
+    fitted = btyd.fit_bg_nbd(np.zeros(50), np.zeros(50), np.linspace(10, 300, 50))
     assert all(np.isfinite(fitted.params)) and all(1e-6 < v < 1e6 for v in fitted.params)
     with pytest.raises(ValueError):
-        btyd.fit([1], [5], [3])  # a last purchase after the end of the observation
+        btyd.fit_bg_nbd([1], [5], [3])  # a last purchase after the end of the observation
 
 
 # -- what the model says about a customer ---------------------------------------------------
