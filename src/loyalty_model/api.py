@@ -522,9 +522,12 @@ def _prices(data_dir: Path) -> pd.DataFrame | None:
     try:
         with duckdb.connect() as con:
             view = io.register_raw(con, data_dir, "influencers")
+            # one row per id: rows the contract refuses (repeated or missing ids) are its
+            # business once scoring reads the data, not this early look's
             return con.execute(
                 f"SELECT CAST(influencer_id AS VARCHAR) AS influencer_id, "
-                f"TRY_CAST(price_per_post AS DOUBLE) AS price_per_post FROM {view}"
+                f"min(TRY_CAST(price_per_post AS DOUBLE)) AS price_per_post FROM {view} "
+                "WHERE influencer_id IS NOT NULL GROUP BY ALL"
             ).df()
     except (duckdb.Error, ContractError):
         return None

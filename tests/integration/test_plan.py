@@ -212,3 +212,17 @@ def test_candidates_files_as_people_write_them(tmp_path):
         _candidates(f"@{f}")
     with pytest.raises(RequestError, match="cannot read"):
         _candidates(f"@{tmp_path / 'missing.csv'}")
+
+
+def test_data_that_break_the_contract_fail_in_one_line_before_planning(tiny_world, tmp_path):
+    """The early look at prices reads the influencers table as it is: a repeated id is the
+    data contract's to refuse, in one line, not a traceback of the planner's."""
+    import shutil
+
+    data = shutil.copytree(tiny_world, tmp_path / "data")
+    infl = pd.read_parquet(data / "influencers.parquet")
+    pd.concat([infl, infl.iloc[:1]], ignore_index=True).to_parquet(data / "influencers.parquet")
+    result = plan(data, tmp_path / "o", 20_000)
+    assert result.exit_code == 2, result.output
+    assert "influencers" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "o").exists()
