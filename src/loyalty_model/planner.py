@@ -95,9 +95,13 @@ class Instance:
         """Per follower: the probability that no chosen campaign makes them loyal."""
         q = np.ones(len(self.follower_ids))
         for j in chosen:
-            r = self.rows(j)
-            q[self.follower[r]] *= 1 - self.p[r]
+            self.book(j, q)
         return q
+
+    def book(self, j: int, q: np.ndarray) -> None:
+        """Add candidate j's campaign to the miss probabilities `q` of a plan, in place."""
+        r = self.rows(j)
+        q[self.follower[r]] *= 1 - self.p[r]
 
     def gain(self, j: int, q: np.ndarray) -> float:
         """What candidate j adds to a plan whose followers' miss probabilities are `q`: its
@@ -105,8 +109,17 @@ class Instance:
         r = self.rows(j)
         return float(self.alone[j] - self.people * np.sum(self.p[r] * (1 - q[self.follower[r]])))
 
+    def affordable(self, room: float) -> np.ndarray:
+        """Per candidate: whether its cost fits `room`."""
+        return _within(self.cost, room)
+
     def fits(self, j: int, room: float) -> bool:
-        return bool(self.cost[j] <= room * (1 + 1e-12) + 1e-9)  # amounts summed in floats
+        return bool(_within(self.cost[j], room))
+
+
+def _within(cost, room: float):
+    """cost <= room, with room for the rounding of amounts summed in floats."""
+    return cost <= room * (1 + 1e-12) + 1e-9
 
 
 def sample_fraction(audiences: pd.DataFrame) -> tuple[float, str]:
@@ -203,8 +216,7 @@ def greedy(
         chosen.append(int(j))
         gains.append(float(g))
         spent += inst.cost[j]
-        r = inst.rows(j)
-        q[inst.follower[r]] *= 1 - inst.p[r]
+        inst.book(j, q)
     rule = "greedy by gain per cost" if per_cost else "greedy by gain"
     return Choice(tuple(chosen), tuple(gains), rule, evaluations)
 
@@ -213,7 +225,7 @@ def best_single(inst: Instance, budget: float, allowed: np.ndarray | None = None
     """The one candidate within the budget with the most expected loyal customers (None when
     none fits or none is expected to bring any); ties go to the lower id."""
     allowed = np.ones(inst.n, bool) if allowed is None else allowed
-    ok = allowed & (inst.cost <= budget * (1 + 1e-12) + 1e-9) & (inst.alone > 0)
+    ok = allowed & inst.affordable(budget) & (inst.alone > 0)
     if not ok.any():
         return None
     j = int(np.argmax(np.where(ok, inst.alone, -np.inf)))
@@ -263,8 +275,7 @@ def with_gains(inst: Instance, chosen: Sequence[int], by: str) -> Choice:
     gains = []
     for j in chosen:
         gains.append(inst.gain(j, q))
-        r = inst.rows(j)
-        q[inst.follower[r]] *= 1 - inst.p[r]
+        inst.book(j, q)
     return Choice(tuple(int(j) for j in chosen), tuple(gains), by)
 
 

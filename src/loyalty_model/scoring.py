@@ -249,11 +249,15 @@ class ContributionCounter:
         ).astype({"mean_contribution": "float64", "followers_explained": "int64"})
 
 
-def _runs(keys: np.ndarray) -> Iterator[tuple[int, int, object]]:
-    """(start, end, key) of each run of equal keys."""
-    bounds = np.flatnonzero(keys[1:] != keys[:-1]) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(keys)], strict=True):
-        yield int(lo), int(hi), keys[lo]
+def _runs(*keys: np.ndarray) -> Iterator[tuple[int, int, object]]:
+    """(start, end, key) of each run of rows equal in every key array (rows arrive ordered
+    by them): the key itself for one key array, a tuple for several."""
+    change = np.zeros(max(len(keys[0]) - 1, 0), bool)
+    for k in keys:
+        change |= k[1:] != k[:-1]
+    bounds = np.flatnonzero(change) + 1
+    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(keys[0])], strict=True):
+        yield int(lo), int(hi), keys[0][lo] if len(keys) == 1 else tuple(k[lo] for k in keys)
 
 
 # -- the run --------------------------------------------------------------------------------
@@ -354,12 +358,7 @@ def _by_pseudonym(t: pa.Table) -> pa.Table:
 def accumulate(audiences: dict, keys: list[np.ndarray], p: np.ndarray) -> None:
     """Add each run of rows that share `keys` (rows arrive ordered by them) to the audience
     of that key: the key itself for one key array, a tuple for several."""
-    change = np.zeros(max(len(p) - 1, 0), bool)
-    for k in keys:
-        change |= k[1:] != k[:-1]
-    bounds = np.flatnonzero(change) + 1
-    for lo, hi in zip(np.r_[0, bounds], np.r_[bounds, len(p)], strict=True):
-        key = keys[0][lo] if len(keys) == 1 else tuple(k[lo] for k in keys)
+    for lo, hi, key in _runs(*keys):
         audiences.setdefault(key, AudienceAccumulator()).add(p[lo:hi])
 
 
