@@ -719,6 +719,15 @@ def fingerprint(source: Path) -> str:
     return h.hexdigest()
 
 
+def table_digests(data_dir: Path) -> dict[str, dict[str, str]]:
+    """Per table: where it is (absolute path) and the sha256 of its bytes (`fingerprint`)."""
+    out = {}
+    for name in TABLES:
+        src = table_source(data_dir, name)
+        out[name] = {"path": str(src.absolute()), "sha256": fingerprint(src)}
+    return out
+
+
 def input_fingerprints(con: duckdb.DuckDBPyConnection, data_dir: Path) -> dict[str, dict]:
     """Per table: file, sha256 and row count, for manifests."""
     out = {}

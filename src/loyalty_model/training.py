@@ -57,6 +57,7 @@ class TrainingOutcome:
     read: io.Tables | None = None  # warnings about the data, rows dropped per reason
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)  # the rows dropped
     feature_cache: cache.CacheUse | None = None  # hit, miss or off, and the key
+    inputs: dict[str, dict[str, str]] = field(default_factory=dict)  # io.table_digests
 
 
 @dataclass
@@ -158,11 +159,9 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
         for k, v in {**outcome.metrics, **baselines, **outcome.sizes, **outcome.timings}.items()
         if v == v
     }
-    # lineage: the input tables with the sha256 the prediction manifest records
-    inputs = {}
-    for table in TABLES:
-        source = io.table_source(cfg.data.dir, table)
-        inputs[table] = {"path": str(source.absolute()), "sha256": io.fingerprint(source)}
+    # lineage: the input tables with the sha256 the prediction manifest records (hashed once
+    # per run, for the feature cache's key too)
+    inputs = outcome.inputs or io.table_digests(cfg.data.dir)
     lab, w = cfg.label, outcome.window
     headline = [
         (label, metrics.get(f"test_{key}"), metrics.get(f"champion_test_{key}"))
@@ -336,12 +335,16 @@ class SpineFacts:
 
 
 def training_features(
-    con: duckdb.DuckDBPyConnection, cfg: Config, read: io.Tables, stage: Stage = lambda _: None
+    con: duckdb.DuckDBPyConnection,
+    cfg: Config,
+    read: io.Tables,
+    stage: Stage = lambda _: None,
+    digests: dict[str, dict[str, str]] | None = None,
 ) -> tuple[pd.DataFrame, SpineFacts, cache.CacheUse]:
     """build_training_frame through train's feature cache (cache.py): the frame of an entry
     with the same key when there is one, else built and stored; built and neither read nor
     stored with cache.enabled false. `read`: the tables io.prepare_tables registered on
-    `con`."""
+    `con`; `digests`: io.table_digests of the data, computed when not given."""
     if not cfg.cache.enabled:
         t0 = time.perf_counter()
         frame, sp = build_training_frame(con, cfg, read)
@@ -354,7 +357,7 @@ def training_features(
     if cfg.data.engine == "spark":
         spark_reads_the_files(read)  # refused on a hit as on a build
     t0 = time.perf_counter()
-    material = cache.key_material(cfg, read.dropped)
+    material = cache.key_material(cfg, read.dropped, cache.input_digests(cfg.data.dir, digests))
     key = cache.key_of(material)
     store = cache.FeatureCache.of(cfg.cache)
     found = store.get(key)
@@ -411,8 +414,10 @@ def _fit_and_evaluate(
     stage(f"building point-in-time features on {cfg.data.engine}")
     with timed(timings, "validation_seconds"):  # the data contract; registers the tables
         read = io.prepare_tables(con, cfg.data.dir, cfg.data.on_bad_rows)
+    # hashed once: the feature cache's key and the run's lineage (run_record) both need them
+    digests = io.table_digests(cfg.data.dir)
     with timed(timings, "feature_seconds"):  # built, or read from the feature cache
-        frame, sp, cached = training_features(con, cfg, read, stage)
+        frame, sp, cached = training_features(con, cfg, read, stage, digests)
     timings["feature_cache_seconds"] = cached.seconds
     n_events = con.execute("SELECT count(*) FROM events").fetchall()[0][0]
     if frame.empty:
@@ -484,7 +489,18 @@ def _fit_and_evaluate(
     }  # the rows dropped (data.on_bad_rows=drop), logged with the run
     sizes["rows_quarantined"] = float(read.dropped_rows())
     return TrainingOutcome(
-        model, metrics, sizes, parts, timings, evaluation, window, check, read, quarantine, cached
+        model,
+        metrics,
+        sizes,
+        parts,
+        timings,
+        evaluation,
+        window,
+        check,
+        read,
+        quarantine,
+        cached,
+        digests,
     )
 
 
