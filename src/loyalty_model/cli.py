@@ -504,9 +504,9 @@ def plan_command(
     candidates: Annotated[
         str | None,
         typer.Option(
-            help="Influencers to choose from: ID,ID,... or @FILE, a csv with an influencer_id "
-            "column and optionally cost (which wins over price_per_post), or one id per line. "
-            "Default: every influencer with a price."
+            help="Influencers to choose from: ID,ID,... or @FILE, a csv whose header names "
+            "influencer_id and optionally cost (which wins over price_per_post), or ids on lines "
+            "or between commas. Default: every influencer with a price."
         ),
     ] = None,
     max_influencers: Annotated[
@@ -533,11 +533,12 @@ def plan_command(
 ) -> None:
     """Choose the influencers to book within a budget for the most unique loyal customers.
 
-    Followers of several chosen influencers count once. Greedy by marginal gain per cost
-    (lazy evaluation, CELF) plus the best single influencer: within (1 - 1/e)/2 of the best
-    plan. Prints the plan against the best single influencer, the reach buyer's plan
-    (largest audiences first) and the best macro/mega-only plan at the same budget, on the
-    full-audience scale. See docs/output_contract.md#plans.
+    Followers of several chosen influencers count once. The best of greedy by marginal gain
+    per cost, greedy by marginal gain (both with lazy evaluation, CELF) and the best single
+    influencer: within (1 - 1/e)/2 of the best plan. Prints the plan against the best single
+    influencer, the reach buyer's plan (largest audiences first) and the best
+    macro/mega-only plan at the same budget, on the full-audience scale. See
+    docs/output_contract.md#plans.
     """
     from loyalty_model import api
 
