@@ -44,6 +44,8 @@ def test_same_preset_and_seed_give_identical_bytes(tiny_world, tmp_path):
     summary = lm.simulate("tiny", 1, again)
     assert digest(again) == digest(tiny_world)
     assert isinstance(summary, lm.SimulationSummary) and summary.preset == "tiny"
+    assert not summary.purchase_only  # the influencer world (simulation.retail: the other)
+    assert json.loads((again / "simulation.json").read_text())["purchase_only"] is False
 
 
 def test_another_seed_gives_another_world(tiny_world, tmp_path):

@@ -17,7 +17,8 @@ The world is built so the question is hard and the micro-influencer thesis can b
 
 Modules: `params` (sizes and every behavioural coefficient), `entities` (influencers, brands,
 followers, follows, posts, campaigns), `engagement` (the event log, in chunks), `outcomes`
-(purchases, labels and their true probabilities), `tables` (what is written), `summary`.
+(purchases, labels and their true probabilities), `tables` (what is written), `summary`,
+`retail` (the same world as a retailer's transaction log: purchases only, one channel).
 The pure core yields tables (pyarrow); `write_world` writes them.
 """
 

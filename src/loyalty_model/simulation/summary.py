@@ -31,9 +31,19 @@ class SimulationSummary:
     oracle_auc_holdout: float
     holdout_campaigns: int
     seconds: float
+    purchase_only: bool = False  # written in a retailer's shape (simulation.retail)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def holdout_cut(start: np.ndarray, holdout_share: float = 0.25) -> int | None:
+    """The campaign start after which rows are held out (the latest `holdout_share` of the
+    distinct start times of `start`); None when there are fewer than two: all are held out."""
+    starts = np.unique(start)
+    if len(starts) < 2:
+        return None
+    return int(starts[int(np.floor((1 - holdout_share) * (len(starts) - 1)))])
 
 
 def summarise(
@@ -48,9 +58,8 @@ def summarise(
     y = gt["loyal"].to_numpy(zero_copy_only=False)[closed]
     tier = gt["tier"].to_numpy(zero_copy_only=False)[closed]
     camp = gt["campaign_id"].to_numpy(zero_copy_only=False)[closed]
-    starts = np.unique(start)
-    cut = starts[int(np.floor((1 - holdout_share) * (len(starts) - 1)))] if len(starts) else 0
-    held = start > cut if len(starts) > 1 else np.ones(len(start), bool)
+    cut = holdout_cut(start, holdout_share)
+    held = start > cut if cut is not None else np.ones(len(start), bool)
     auc = float(roc_auc_score(y[held], p[held])) if len(np.unique(y[held])) == 2 else float("nan")
     by_tier = {t: round(float(p[tier == t].mean()), 5) for t in TIERS if (tier == t).any()}
     return SimulationSummary(
