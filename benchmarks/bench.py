@@ -95,6 +95,10 @@ def stage_features(data: Path, engine: str) -> list[dict]:
         rows = spine.training_spine(tables, cfg.label, end).rows
         t0 = time.perf_counter()
         run(features.build_features(rows, tables, cfg.features, cfg.label))
+        # and the BG/NBD parameters of each brand and cutoff day (their populations on the
+        # engine, the fits here); adding the two columns to the frame is a numpy step
+        pairs = rows.select("brand_id", "cutoff_ts").distinct().to_pandas()
+        features.bg_nbd_fits(pairs, tables["events"], cfg.label.horizon_days)
         feat_s = time.perf_counter() - t0
     return [
         _row("raw group-by", engine, n_events, raw_s, None),
@@ -120,7 +124,7 @@ def stage_predict_proba(data: Path, model_uri: str, brand: str) -> list[dict]:
         end = con.execute("SELECT max(event_ts) FROM events").fetchall()[0][0]
         as_of = (end + timedelta(days=1)).replace(hour=0, minute=0, second=0, microsecond=0)
         rows = spine.scoring_spine(tables, brand, as_of)
-        frame = features.build_features(rows, tables, fcfg, lcfg).to_pandas()
+        frame = features.collect_features(rows, tables, fcfg, lcfg)
     t0 = time.perf_counter()
     model.predict_proba(frame)
     ours = time.perf_counter() - t0

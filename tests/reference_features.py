@@ -3,12 +3,17 @@ each spine row joins every earlier daily row of its key, and the daily rows come
 aggregations (per post, then per day). Straightforward; kept, with its own daily_events, as
 the reference the optimised build must equal bit for bit (tests/unit/test_feature_parity.py).
 Only campaign_outcomes, purchase_days, _past_rates and _tier come from the package (unchanged
-since)."""
+since). Version 3 added three follower x brand columns, written here the same
+straightforward way, and the BG/NBD features, whose reference (reference_bg_nbd) starts from
+the raw events in pandas: the histories and populations, then btyd's fit and functions."""
 
 from __future__ import annotations
 
 import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
 
+from loyalty_model import btyd
 from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.features import (
     DAY_S,
@@ -174,8 +179,15 @@ def _follower_brand(
     eng = sum(j[f"n_{t}"] for t in ENGAGEMENT)
     wmax = max(cfg.windows)
     cmax = _in_window(j.day, j.cut, wmax)
+    bought = same & (j.n_purchase > 0)
     aggs = {
         "fb_purchases_all": _wsum(j.n_purchase, same),
+        # version 3: BG/NBD's purchase days and age, the mean amount of a purchase
+        "fb_purchase_days_all": bought.ifelse(j.day, None).nunique(),
+        "fb_days_since_first_purchase": (j.cut.max() - bought.ifelse(j.day, None).min()).cast(
+            "float64"
+        ),
+        "_amount_cents": _wsum(j.amount_cents.fill_null(0), same),
         f"fb_purchases_{wmax}d": _wsum(j.n_purchase, same & cmax),
         "fb_category_purchases_all": _wsum(j.n_purchase, same_cat),
         f"fb_sponsored_engagement_{wmax}d": _wsum(eng, same & cmax),
@@ -189,7 +201,10 @@ def _follower_brand(
     out = j.group_by([k.follower_id, k.brand_id, k.cutoff_ts]).aggregate(**aggs)
     # how much of the follower's attention goes to creators of the brand's category
     share = (out._cat_eng / out._eng.nullif(0)).cast("float64")
-    return out.mutate(**{f"fb_category_engagement_share_{wmax}d": share}).drop("_cat_eng", "_eng")
+    mean = (out._amount_cents / (out.fb_purchases_all * 100).nullif(0)).cast("float64")
+    return out.mutate(**{f"fb_category_engagement_share_{wmax}d": share}, fb_amount_mean=mean).drop(
+        "_cat_eng", "_eng", "_amount_cents"
+    )
 
 
 def _brand(
@@ -324,3 +339,41 @@ def reference_features(
         },
     )
     return out
+
+
+def reference_bg_nbd(
+    rows: pd.DataFrame, events: pd.DataFrame, horizon_days: int, min_buyers: int
+) -> pd.DataFrame:
+    """(fb_p_alive, fb_expected_purchase_days_{horizon}d) of each of `rows` (brand_id,
+    follower_id, cutoff_ts), from the raw `events` in pandas: a follower's purchase days of
+    the brand before the cutoff's UTC day give (x, t_x, T); every buyer of the brand before
+    that day, the population fitted (btyd.fit_bg_nbd), when it has `min_buyers` buyers and a
+    repeat buyer. NaN for non-buyers and populations without a fit."""
+    day = lambda ts: (  # noqa: E731
+        (pd.to_datetime(ts, utc=True) - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)
+    ).astype("int64")
+    p = events[(events["event_type"] == "purchase") & events["brand_id"].notna()]
+    p = p.assign(day=day(p["event_ts"]))[["follower_id", "brand_id", "day"]].drop_duplicates()
+    by_brand = dict(iter(p.groupby("brand_id")))
+    rows = rows.assign(cut=day(rows["cutoff_ts"]).to_numpy())
+    alive = np.full(len(rows), np.nan)
+    expected = np.full(len(rows), np.nan)
+    for (b, cut), idx in rows.groupby(["brand_id", "cut"]).indices.items():
+        before = by_brand.get(b, p.iloc[:0])
+        before = before[before["day"] < cut]
+        hist = before.groupby("follower_id")["day"].agg(["count", "min", "max"])
+        x = (hist["count"] - 1).to_numpy(float)
+        t_x = (hist["max"] - hist["min"]).to_numpy(float)
+        T = (cut - hist["min"]).to_numpy(float)
+        if len(hist) < min_buyers or not (x > 0).any():
+            continue
+        params = btyd.fit_bg_nbd(x, t_x, T)
+        pos = hist.index.get_indexer(rows.iloc[idx]["follower_id"].to_numpy())
+        buyers, pos = idx[pos >= 0], pos[pos >= 0]  # the rows of the brand's past buyers
+        xs, ts, Ts = x[pos], t_x[pos], T[pos]
+        alive[buyers] = btyd.p_alive(params, xs, ts, Ts)
+        expected[buyers] = btyd.expected_purchases(params, horizon_days, xs, ts, Ts)
+    return pd.DataFrame(
+        {"fb_p_alive": alive, f"fb_expected_purchase_days_{horizon_days}d": expected},
+        index=rows.index,
+    )

@@ -60,8 +60,10 @@ TRASH_PREFIX = ".trash-"  # an entry being removed
 KEY = re.compile(r"[0-9a-f]{32}")
 
 # the modules whose code builds the training frame: reading the tables, the contract's types
-# and drop rules, the spine, the features on either engine, and this file's format
+# and drop rules, the spine, the features on either engine (the BG/NBD fits included), and
+# this file's format
 FRAME_CODE = (
+    "btyd.py",
     "cache.py",
     "contract.py",
     "engines.py",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from loyalty_model.config import Config
 from loyalty_model.contract import TIERS
-from loyalty_model.evaluate import MIN_CAMPAIGN_FOLLOWERS
+from loyalty_model.evaluate import BOOTSTRAP_LEVEL, MIN_CAMPAIGN_FOLLOWERS
 from loyalty_model.gate import LOWER_IS_BETTER
 from loyalty_model.intervals import INTERVAL
 
@@ -253,6 +253,70 @@ def _baseline_table(cfg: Config, table: pd.DataFrame) -> str:
     return table_md(table.rename(columns=names))
 
 
+def _signed(v: float) -> str:
+    return "n/a" if not math.isfinite(float(v)) else ("+" if v >= 0 else "−") + number(abs(v))
+
+
+def against_best_baselines(differences: pd.DataFrame) -> list[str]:
+    """Per compared metric, in words: the model minus the best baseline on the test rows
+    with its paired-bootstrap interval, and whether the interval clears zero."""
+    if differences.empty:
+        return []
+    out = []
+    for metric, rows in differences.groupby("metric", sort=False):
+        rows = rows.dropna(subset=["baseline_value"])
+        if rows.empty:
+            continue
+        r = rows.loc[rows["baseline_value"].idxmax()]
+        if not (math.isfinite(r["low"]) and math.isfinite(r["high"])):
+            continue
+        verdict = (
+            "the model is ahead"
+            if r["low"] > 0
+            else "the baseline is ahead"
+            if r["high"] < 0
+            else "**not distinguishable**"
+        )
+        m, b = pair(r["model"], r["baseline_value"])
+        out.append(
+            f"{METRIC_NAMES.get(metric, metric)}: model {m} against {b} for {r['baseline']}, "
+            f"the best baseline; difference {_signed(r['difference'])}, "
+            f"{percent(BOOTSTRAP_LEVEL)} interval [{_signed(r['low'])}, {_signed(r['high'])}]"
+            f": {verdict}."
+        )
+    return out
+
+
+def _differences_table(differences: pd.DataFrame) -> str:
+    lines = [
+        f"| baseline | metric | model | baseline | difference | {percent(BOOTSTRAP_LEVEL)} "
+        "interval | draws with the model ahead |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in differences.itertuples(index=False):
+        lines.append(
+            f"| {r.baseline} | {METRIC_NAMES.get(r.metric, r.metric)} | {number(r.model)} | "
+            f"{number(r.baseline_value)} | {_signed(r.difference)} | "
+            f"[{_signed(r.low)}, {_signed(r.high)}] | {percent(r.model_ahead)} |"
+        )
+    return "\n".join(lines)
+
+
+def _differences_section(differences: pd.DataFrame) -> str:
+    if differences.empty:
+        return ""
+    waves, draws = count(differences["waves"].iloc[0]), count(differences["draws"].max())
+    intro = _para(
+        "The model minus each baseline on the same test rows, with a paired-bootstrap "
+        f"{percent(BOOTSTRAP_LEVEL)} interval: {draws} draws of the {waves} test campaign "
+        "waves (a brand and a start time) with replacement, every scorer scored on the same "
+        "draws. An interval that contains 0 means the test campaigns cannot tell the two apart."
+    )
+    return f"## Model against each baseline (paired bootstrap)\n\n{intro}\n\n" + (
+        _differences_table(differences) + "\n\n"
+    )
+
+
 def _para(*sentences: str) -> str:
     """Sentences as one paragraph, wrapped at 96 characters (markdown joins the lines)."""
     text = " ".join(s for s in sentences if s)
@@ -286,6 +350,9 @@ def model_card(cfg: Config, result: TrainingOutcome, version: str | None = None)
     )
     tiers = tier_audiences(result)
     verdict = gate_metric_verdict(cfg, result)
+    against = "".join(
+        f"\n- {line}" for line in against_best_baselines(result.evaluation.differences)
+    )
     n_test, covered = int(tiers["campaigns"].sum()), int(tiers["covered"].sum())
     overall = m.get("test_audience_interval_coverage", nan)
     nominal = percent(INTERVAL)
@@ -373,7 +440,7 @@ def model_card(cfg: Config, result: TrainingOutcome, version: str | None = None)
 ## At a glance
 
 - {verdict}
-- {floors}
+- {floors}{against}
 - The {nominal} audience intervals covered the actual loyal count in {coverage}; \
 {glance_cov}
 
@@ -398,7 +465,7 @@ def model_card(cfg: Config, result: TrainingOutcome, version: str | None = None)
 
 {after_table}
 
-{oracle}
+{_differences_section(result.evaluation.differences)}{oracle}
 
 {follower}
 

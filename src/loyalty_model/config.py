@@ -338,6 +338,15 @@ class EvaluationConfig(_Section):
         ),
     )
 
+    bootstrap_draws: int = Field(
+        1000,
+        ge=0,
+        description="paired-bootstrap draws of the test campaign waves behind the model's "
+        "difference from each baseline (ROC-AUC, PR-AUC, audience Spearman) and its 90 % "
+        "interval, logged as test_<metric>_minus_best_baseline[_low|_high] and in the model "
+        "card; 0 skips them",
+    )
+
     drift_psi_threshold: float = Field(
         0.25,
         gt=0,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -185,6 +185,8 @@ def baseline_scores(
 
 # days from the follower's first purchase of the brand to the cutoff day (BG/NBD's age T)
 BTYD_FIRST_PURCHASE = "fb_days_since_first_purchase"
+# distinct days with a purchase of the brand before the cutoff day (BG/NBD's transactions)
+BTYD_PURCHASE_DAYS = "fb_purchase_days_all"
 # a brand with fewer past buyers in the fit rows (or none who bought twice) gets the fit of
 # every brand's buyers together
 BTYD_MIN_CUSTOMERS = 30
@@ -207,7 +209,15 @@ def btyd_histories(
     Without the first-purchase column, T of a repeat buyer is estimated: their purchases
     before the last are spread over the time from `history_start_day` (the first day the
     data show a purchase) to the last, and the first of x of them falls on average 1 / (x + 1)
-    of the way in. Exact for x = 0 (the first purchase is the last)."""
+    of the way in. Exact for x = 0 (the first purchase is the last).
+
+    Frames with the purchase days (BTYD_PURCHASE_DAYS, feature version 3) and the first
+    purchase get the features' own histories (features.bg_nbd_histories: a transaction is a
+    purchase day, x = purchase days - 1), those the BG/NBD features use."""
+    if BTYD_PURCHASE_DAYS in frame and BTYD_FIRST_PURCHASE in frame:
+        from loyalty_model.features import bg_nbd_histories
+
+        return bg_nbd_histories(frame)
     n = frame["fb_purchases_all"].astype(float).fillna(0).to_numpy()
     recency = frame["fb_days_since_purchase"].astype(float).to_numpy()
     buyer = (n >= 1) & ~np.isnan(recency)
@@ -311,6 +321,8 @@ class Evaluation:
     baselines: pd.DataFrame  # one row per scorer on the test set
     audiences: pd.DataFrame  # per test campaign: expected vs actual
     test_scores: dict[str, np.ndarray]  # scorer -> scores on the test rows (for plots)
+    # the model minus each baseline on the same test rows, with paired-bootstrap intervals
+    differences: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 def evaluate_model(
@@ -319,12 +331,15 @@ def evaluate_model(
     truth: pd.DataFrame | None,
     seed=0,
     valid_p: np.ndarray | None = None,
+    draws: int = 1000,
 ):
     """Every metric of a trained model on valid and test, the oracle where ground truth is
     known (simulated data), and the baselines on the same test rows.
 
     `valid_p`: predictions for the valid rows from models that did not see them (out of fold),
-    for a model that was refitted on train+valid; without it valid is scored by `model`."""
+    for a model that was refitted on train+valid; without it valid is scored by `model`.
+    `draws`: paired-bootstrap draws of the model minus each baseline on the test rows
+    (paired_differences); 0 skips them."""
     metrics: dict[str, float] = {}
     test_aud = pd.DataFrame()
     test_p = np.zeros(0)
@@ -353,7 +368,13 @@ def evaluate_model(
         if name == "test":
             test_aud, test_p = aud, p
     table, scores = _baseline_table(model, parts, truth, metrics, seed)
-    return Evaluation(metrics, table, test_aud, {"model": test_p, **scores})
+    scores = {"model": test_p, **scores}
+    differences = pd.DataFrame()
+    if draws > 0:
+        rivals = {k: v for k, v in scores.items() if k not in ("model", "oracle")}
+        differences = paired_differences(parts["test"], test_p, rivals, draws, seed)
+        metrics.update(best_baseline_metrics(differences))
+    return Evaluation(metrics, table, test_aud, scores, differences)
 
 
 def tier_names(d: pd.DataFrame) -> pd.Series:
@@ -426,6 +447,164 @@ def _baseline_table(
         "audience_spearman_rate",
     ]
     return pd.DataFrame(rows).reindex(columns=cols), scores
+
+
+# -- the model against each baseline: paired bootstrap over test waves ------------------------
+
+BOOTSTRAP_LEVEL = 0.90
+COMPARED = ("roc_auc", "pr_auc", "audience_spearman_rate")  # the metrics compared
+
+
+class _Ranked:
+    """One scorer's test rows summarised for the ROC-AUC and PR-AUC of any reweighting of
+    its units (a bootstrap draw counts each unit 0, 1, 2, ... times), exactly and without
+    sorting again: for each positive row and each unit, how many of the unit's positives
+    score at least as high, and how many of its negatives score higher and the same. Then
+    a draw's metrics are matrix products (positives x units) with its counts. Ties count as
+    one threshold, as in scikit-learn's roc_auc_score and average_precision_score."""
+
+    def __init__(self, score: np.ndarray, y: np.ndarray, unit: np.ndarray, units: int) -> None:
+        score = np.asarray(score, dtype=float)
+        pos = np.asarray(y) == 1
+        s_pos, self.unit_of_pos = score[pos], unit[pos]
+        shape = (len(s_pos), units)
+        self.pos_ge = np.zeros(shape, dtype=np.float32)
+        self.neg_gt = np.zeros(shape, dtype=np.float32)
+        self.neg_eq = np.zeros(shape, dtype=np.float32)
+        order = np.argsort(unit, kind="stable")
+        bounds = np.searchsorted(unit[order], np.arange(units + 1))
+        for u in range(units):
+            rows = order[bounds[u] : bounds[u + 1]]
+            mine_pos = np.sort(score[rows][pos[rows]])
+            mine_neg = np.sort(score[rows][~pos[rows]])
+            self.pos_ge[:, u] = len(mine_pos) - np.searchsorted(mine_pos, s_pos, "left")
+            below = np.searchsorted(mine_neg, s_pos, "left")
+            upto = np.searchsorted(mine_neg, s_pos, "right")
+            self.neg_gt[:, u] = len(mine_neg) - upto
+            self.neg_eq[:, u] = upto - below
+        self.positives = np.bincount(unit[pos], minlength=units).astype(np.float32)
+        self.negatives = np.bincount(unit[~pos], minlength=units).astype(np.float32)
+
+    def aucs(self, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(ROC-AUC, PR-AUC) of each column of `counts` (units x draws): every row weighted
+        by its unit's count; NaN where a draw has no positive or no negative."""
+        c = counts.astype(np.float32)
+        pos, neg = self.positives @ c, self.negatives @ c
+        weight = c[self.unit_of_pos]  # each positive's own weight in each draw
+        above, tied, ahead = self.neg_gt @ c, self.neg_eq @ c, self.pos_ge @ c
+        with np.errstate(divide="ignore", invalid="ignore"):
+            misordered = (weight * (above + 0.5 * tied)).sum(axis=0, dtype=float)
+            roc = 1 - misordered / (pos.astype(float) * neg)
+            taken = ahead + above + tied  # 0 only where the positive itself weighs 0
+            precision = np.divide(ahead, taken, out=np.zeros_like(taken), where=taken > 0)
+            ap = (weight * precision).sum(axis=0, dtype=float) / pos
+        bad = (pos <= 0) | (neg <= 0)
+        return np.where(bad, np.nan, roc), np.where(bad, np.nan, ap)
+
+
+def _audience_spearman(rates: np.ndarray, scores: np.ndarray, copies: np.ndarray) -> float:
+    """Spearman of campaign scores and actual rates, each campaign counted `copies` times."""
+    keep = copies > 0
+    return _spearman(np.repeat(scores[keep], copies[keep]), np.repeat(rates[keep], copies[keep]))
+
+
+def paired_differences(
+    test: pd.DataFrame,
+    model_scores: np.ndarray,
+    baselines: dict[str, np.ndarray],
+    draws: int = 1000,
+    seed: int = 0,
+    level: float = BOOTSTRAP_LEVEL,
+) -> pd.DataFrame:
+    """The model minus each baseline on ROC-AUC, PR-AUC and audience Spearman (COMPARED),
+    scored on the same test rows, with a paired-bootstrap interval at `level`.
+
+    The units drawn with replacement are campaign waves (a brand and a start time): the
+    followers of a wave's influencers overlap and share the brand's moment, so rows and even
+    campaigns of one wave are not independent. Every scorer is scored on the same draws
+    (paired), so what the waves have in common cancels out of the differences. Audience
+    Spearman is over the campaigns of at least MIN_CAMPAIGN_FOLLOWERS followers, each
+    scored by its mean (audience_rank_metrics). One row per baseline and metric: the point
+    difference on the test rows, the interval's ends (percentiles of the draws' differences),
+    the share of draws in which the model is ahead, and the waves drawn from."""
+    y = test["label"].to_numpy()
+    wave = test["brand_id"].astype(str) + "|" + test["cutoff_ts"].astype(str)
+    unit, names = pd.factorize(wave, sort=True)
+    n_units = len(names)
+    scorers = {"model": np.asarray(model_scores, dtype=float)} | {
+        k: np.asarray(v, dtype=float) for k, v in baselines.items()
+    }
+    ranked = {k: _Ranked(v, y, unit, n_units) for k, v in scorers.items()}
+    camp = test[["campaign_id"]].assign(label=y, unit=unit)
+    camp = camp.assign(**{f"s_{k}": v for k, v in scorers.items()})
+    per = camp.groupby("campaign_id", sort=True).agg(
+        unit=("unit", "first"),
+        rate=("label", "mean"),
+        n=("label", "size"),
+        **{f"s_{k}": (f"s_{k}", "mean") for k in scorers},
+    )
+    per = per[per["n"] >= MIN_CAMPAIGN_FOLLOWERS]
+    camp_unit, rates = per["unit"].to_numpy(), per["rate"].to_numpy()
+
+    def scored(counts: np.ndarray) -> np.ndarray:
+        """scorers x COMPARED x draws for counts of units x draws."""
+        out = np.empty((len(scorers), len(COMPARED), counts.shape[1]))
+        for j, k in enumerate(scorers):
+            out[j, 0], out[j, 1] = ranked[k].aucs(counts)
+            campaign_scores = per[f"s_{k}"].to_numpy()
+            out[j, 2] = [
+                _audience_spearman(rates, campaign_scores, counts[camp_unit, d])
+                for d in range(counts.shape[1])
+            ]
+        return out
+
+    point = scored(np.ones((n_units, 1), dtype=np.int64))[:, :, 0]
+    rng = np.random.default_rng(seed)
+    picks = rng.integers(0, n_units, (draws, n_units))
+    counts = np.zeros((n_units, draws), dtype=np.int64)
+    np.add.at(counts, (picks, np.arange(draws)[:, None]), 1)
+    drawn = np.concatenate(
+        [scored(counts[:, i : i + 100]) for i in range(0, draws, 100)], axis=2
+    )  # in slices of 100 draws, to bound the products' memory
+    tail = (1 - level) / 2
+    rows = []
+    for j, name in enumerate(scorers):
+        if name == "model":
+            continue
+        for m, metric in enumerate(COMPARED):
+            diff = drawn[0, m] - drawn[j, m]
+            diff = diff[np.isfinite(diff)]
+            low, high = np.quantile(diff, [tail, 1 - tail]) if len(diff) else (float("nan"),) * 2
+            rows.append(
+                {
+                    "baseline": name,
+                    "metric": metric,
+                    "model": point[0, m],
+                    "baseline_value": point[j, m],
+                    "difference": point[0, m] - point[j, m],
+                    "low": float(low),
+                    "high": float(high),
+                    "model_ahead": float((diff > 0).mean()) if len(diff) else float("nan"),
+                    "draws": float(len(diff)),
+                    "waves": float(n_units),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def best_baseline_metrics(differences: pd.DataFrame) -> dict[str, float]:
+    """Per compared metric, the model minus the best baseline on the test rows (the one with
+    the highest value) and the ends of its paired-bootstrap interval:
+    test_<metric>_minus_best_baseline[_low|_high]."""
+    out: dict[str, float] = {}
+    for metric, rows in differences.groupby("metric", sort=False):
+        rows = rows.dropna(subset=["baseline_value"])
+        if rows.empty:
+            continue
+        best = rows.loc[rows["baseline_value"].idxmax()]
+        key = f"test_{metric}_minus_best_baseline"
+        out |= {key: best["difference"], f"{key}_low": best["low"], f"{key}_high": best["high"]}
+    return out
 
 
 # -- audiences against the simulator's counterfactual ground truth ----------------------------

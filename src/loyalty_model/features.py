@@ -4,12 +4,16 @@ Point-in-time rule: a feature of a spine row uses only events of UTC days strict
 day of its `cutoff_ts` — a subset of the events with `event_ts < cutoff_ts`, so no event at or
 after the cutoff can ever contribute. Events are first reduced to daily counts per
 (follower, influencer, brand, day); every window is then a range condition on day numbers,
-and each spine row joins the earlier rows of its key (a range join per cutoff).
+and each spine row joins the earlier rows of its key (a range join per cutoff). The BG/NBD
+features obey the rule too, the fitted parameters included: they are fitted per brand and
+cutoff day on the purchases of days before it (bg_nbd_fits, at the end of this module).
 
 Families (names carry the window in days, e.g. `fi_like_30d`):
   fi_*   follower x influencer engagement, depth, recency, follow tenure, share of attention
   f_*    follower overall: activity, influencers engaged, purchases, rebuy rate, bot signals
-  fb_*   follower x brand: purchases of the brand and its category, sponsored engagement
+  fb_*   follower x brand: purchases of the brand and its category, sponsored engagement,
+         the BG/NBD history (purchase days, first and last) and mean amount, and what the
+         BG/NBD model fitted as of the cutoff day makes of it: P(alive), expected purchases
   inf_*  influencer as of the cutoff: size, tier, audience, engagement rate, niche match,
          sponsored posts, shrunken loyal rate of past campaigns closed before the cutoff
   br_*   brand: category, price level, buyers, rebuy rate, shrunken loyal rate of past campaigns
@@ -18,19 +22,31 @@ Features whose inputs are absent are null (or zero counts), never an error.
 
 from __future__ import annotations
 
+import logging
+import time
 from dataclasses import asdict, dataclass
 
 import ibis
 import ibis.expr.types as ir
+import numpy as np
+import pandas as pd
 
+from loyalty_model import btyd
 from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.contract import EVENT_TYPES, TIER_EDGES
 from loyalty_model.spine import audience_rows, following_at, with_labels
 
-FEATURE_VERSION = "2"  # 2: rebuy rates replace the repeat shares; amounts summed in cents
+# 2: rebuy rates replace the repeat shares; amounts summed in cents
+# 3: BG/NBD features: purchase days, days since the first purchase, mean amount (Ibis) and
+#    P(alive), expected purchase days in the horizon (the fitted model; bg_nbd_fits)
+FEATURE_VERSION = "3"
+# the feature spec versions this package builds: each added columns and changed none of the
+# earlier one's, so a model of an earlier version reads the same values it was trained on
+BUILDS_VERSIONS = ("2", "3")
 ENGAGEMENT = tuple(t for t in EVENT_TYPES if t != "purchase")  # in funnel order
 SPINE_KEYS = ("follower_id", "influencer_id", "brand_id", "cutoff_ts")
 DAY_S = 86_400
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -244,22 +260,31 @@ def _follower_brand(
     eng = sum(j[f"n_{t}"] for t in ENGAGEMENT)
     wmax = max(cfg.windows)
     cmax = _in_window(j.day, j.cut, wmax)
+    bought = same & (j.n_purchase > 0)
     aggs = {
         "fb_purchases_all": _wsum(j.n_purchase, same),
+        # BG/NBD's history (btyd.py, bg_nbd_histories): frequency in purchase days, recency
+        # (fb_days_since_purchase) and age from the first purchase day of the brand
+        "fb_purchase_days_all": j.day.nunique(where=bought),
+        "fb_days_since_first_purchase": (j.cut.max() - j.day.min(where=bought)).cast("float64"),
+        # monetary value: the mean amount of a purchase of the brand (whole cents summed, one
+        # division: the same double on every engine)
+        "_amount_cents": _wsum(j.amount_cents, bought),
         f"fb_purchases_{wmax}d": _wsum(j.n_purchase, same & cmax),
         "fb_category_purchases_all": _wsum(j.n_purchase, same_cat),
         f"fb_sponsored_engagement_{wmax}d": _wsum(eng, same & cmax),
         f"fb_sponsored_clicks_{wmax}d": _wsum(j.n_click, same & cmax),
-        "fb_days_since_purchase": (j.cut.max() - j.day.max(where=same & (j.n_purchase > 0))).cast(
-            "float64"
-        ),
+        "fb_days_since_purchase": (j.cut.max() - j.day.max(where=bought)).cast("float64"),
         "_cat_eng": _wsum(eng, cmax & (j.inf_cat == j.brand_cat)),
         "_eng": _wsum(eng, cmax),
     }
     out = j.group_by([k.follower_id, k.brand_id, k.cutoff_ts]).aggregate(**aggs)
     # how much of the follower's attention goes to creators of the brand's category
     share = (out._cat_eng / out._eng.nullif(0)).cast("float64")
-    return out.mutate(**{f"fb_category_engagement_share_{wmax}d": share}).drop("_cat_eng", "_eng")
+    mean = (out._amount_cents / (out.fb_purchases_all * 100).nullif(0)).cast("float64")
+    return out.mutate(**{f"fb_category_engagement_share_{wmax}d": share}, fb_amount_mean=mean).drop(
+        "_cat_eng", "_eng", "_amount_cents"
+    )
 
 
 def _brand(
@@ -460,3 +485,214 @@ CATEGORICAL = ("inf_category", "br_category")
 
 def feature_names(frame_columns: list[str], spine_columns: list[str]) -> tuple[str, ...]:
     return tuple(c for c in frame_columns if c not in spine_columns)
+
+
+# -- BG/NBD features: the fitted repeat-buying model's view of each follower x brand ---------
+#
+# A spine row's history of the brand is three of its Ibis features (bg_nbd_histories). The
+# model's parameters are fitted per (brand, cutoff day) on every follower who bought the
+# brand on a day before that cutoff day (bg_nbd_populations: from the events, not from the
+# spine, so that training and scoring fit the same population whichever rows are scored),
+# so P(alive) and the expected purchases of a row use no day at or after its cutoff day, the
+# parameters included. BG/NBD's time is in days and a transaction is a purchase day (two
+# purchases of the brand on one day are one: the model's clock cannot tell them apart).
+
+
+# a (brand, cutoff day) whose population has fewer buyers than this, or nobody who bought on
+# a second day, gets no fit: its rows' BG/NBD features are NaN, as they are for a follower
+# who never bought the brand (the threshold of evaluate.BTYD_MIN_CUSTOMERS)
+BG_NBD_MIN_BUYERS = 30
+# the columns of a feature frame the BG/NBD features are computed from
+BG_NBD_INPUTS = (
+    "brand_id",
+    "cutoff_ts",
+    "fb_purchase_days_all",
+    "fb_days_since_purchase",
+    "fb_days_since_first_purchase",
+)
+_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def bg_nbd_columns(horizon_days: int) -> tuple[str, ...]:
+    """The names of the BG/NBD features (added to a collected frame by BGNBDFits.apply)."""
+    return ("fb_p_alive", f"fb_expected_purchase_days_{horizon_days}d")
+
+
+def cut_days(cutoff_ts) -> np.ndarray:
+    """The UTC day number of each cutoff, as the Ibis features compute it (`_daynum`); naive
+    timestamps are UTC."""
+    ts = pd.to_datetime(pd.Series(cutoff_ts), utc=True)
+    return ((ts - _EPOCH) // pd.Timedelta(days=1)).to_numpy(dtype="int64")
+
+
+def bg_nbd_histories(
+    frame: pd.DataFrame,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(buyer, x, t_x, T) of each row of a feature frame, in days: repeat purchase days
+    x = fb_purchase_days_all - 1, age T = fb_days_since_first_purchase (first purchase day to
+    the cutoff day), t_x = T - fb_days_since_purchase (first to last purchase day). Rows
+    without a purchase of the brand before the cutoff day (buyer False) get zeros."""
+    days = frame["fb_purchase_days_all"].astype("float64").fillna(0).to_numpy()
+    recency = frame["fb_days_since_purchase"].astype("float64").to_numpy()
+    age = frame["fb_days_since_first_purchase"].astype("float64").to_numpy()
+    buyer = (days >= 1) & ~np.isnan(recency) & ~np.isnan(age)
+    x = np.where(buyer, days - 1, 0.0)
+    T = np.where(buyer, age, 0.0)
+    return buyer, x, np.where(buyer, age - recency, 0.0), T
+
+
+def bg_nbd_populations(pairs: ir.Table, events: ir.Table) -> ir.Table:
+    """For each (brand_id, cut) of `pairs` (cut: a UTC day number), every follower who bought
+    the brand on a day before `cut`, as of `cut` (the history bg_nbd_histories reads from a
+    row's features), compressed to the distinct (x, t_x, T) and the number of followers of
+    each (`customers`): small enough to collect (a few thousand rows per pair)."""
+    e = events.filter((events.event_type == "purchase") & events.brand_id.notnull())
+    p = e.select("follower_id", "brand_id", day=_daynum(e.event_ts)).distinct()
+    j = pairs.join(p, [pairs.brand_id == p.brand_id, p.day < pairs.cut])
+    per = j.group_by([pairs.brand_id, pairs.cut, p.follower_id]).aggregate(
+        days=j.day.count(), first=j.day.min(), last=j.day.max()
+    )
+    per = per.select(
+        "brand_id",
+        "cut",
+        x=(per.days - 1).cast("int64"),
+        t_x=(per["last"] - per["first"]).cast("int64"),
+        T=(per.cut - per["first"]).cast("int64"),
+    )
+    return per.group_by(["brand_id", "cut", "x", "t_x", "T"]).aggregate(
+        customers=per.count().cast("int64")
+    )
+
+
+@dataclass(frozen=True)
+class BGNBDFits:
+    """BG/NBD parameters per (brand, cutoff day), and the features they give a frame.
+
+    `params`: one row per (brand_id, cut): r, alpha, a, b (NaN where there was no fit),
+    buyers and repeat_buyers (followers who bought on two days or more) of its population,
+    converged. `seconds`: the time the fits took."""
+
+    horizon_days: int
+    params: pd.DataFrame
+    seconds: float = 0.0
+
+    @classmethod
+    def empty(cls, horizon_days: int) -> BGNBDFits:
+        """No fit: every row's BG/NBD features are NaN."""
+        params = pd.DataFrame({c: pd.Series(dtype="float64") for c in _PARAM_COLUMNS})
+        params = params.astype({"brand_id": "object", "cut": "int64"}).assign(converged=False)
+        return cls(horizon_days, params)
+
+    @property
+    def fits(self) -> int:
+        return int(self.params["r"].notna().sum())
+
+    def columns(self, frame: pd.DataFrame) -> dict[str, np.ndarray]:
+        """P(alive) (btyd.p_alive) and the expected purchase days in the next horizon_days
+        (btyd.expected_purchases) of each row of `frame` (its BG_NBD_INPUTS), with the
+        parameters of its brand and cutoff day; NaN for a row without a purchase of the
+        brand before its cutoff day or without a fit."""
+        n = len(frame)
+        alive, expected = np.full(n, np.nan), np.full(n, np.nan)
+        fitted = self.params[self.params["r"].notna()].reset_index(drop=True)
+        buyer, x, t_x, T = bg_nbd_histories(frame)
+        if buyer.any() and len(fitted):
+            keys = pd.MultiIndex.from_arrays(
+                [fitted["brand_id"].astype(str), fitted["cut"].astype("int64")]
+            )
+            rows = np.flatnonzero(buyer)
+            which = keys.get_indexer(
+                pd.MultiIndex.from_arrays(
+                    [
+                        frame["brand_id"].astype(str).to_numpy()[rows],
+                        cut_days(frame["cutoff_ts"].iloc[rows]),
+                    ]
+                )
+            )
+            rows, which = rows[which >= 0], which[which >= 0]
+            order = np.argsort(which, kind="stable")
+            rows, which = rows[order], which[order]
+            starts = np.flatnonzero(np.r_[True, which[1:] != which[:-1]])
+            for lo, hi in zip(starts, np.r_[starts[1:], len(rows)], strict=True):
+                m = rows[lo:hi]
+                p = fitted.loc[which[lo], ["r", "alpha", "a", "b"]].to_numpy(dtype="float64")
+                alive[m] = btyd.p_alive(p, x[m], t_x[m], T[m])
+                expected[m] = btyd.expected_purchases(p, self.horizon_days, x[m], t_x[m], T[m])
+        return dict(zip(bg_nbd_columns(self.horizon_days), (alive, expected), strict=True))
+
+    def apply(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """`frame` with the BG/NBD features appended (a new frame; the input is unchanged).
+        The one step every path takes after the Ibis features: training, scoring in
+        batches, Spark's executors."""
+        out = frame.copy(deep=False)
+        for name, values in self.columns(frame).items():
+            out[name] = values
+        return out
+
+
+_PARAM_COLUMNS = ("brand_id", "cut", "r", "alpha", "a", "b", "buyers", "repeat_buyers")
+
+
+def fit_populations(pop: pd.DataFrame, pairs: pd.DataFrame, horizon_days: int) -> BGNBDFits:
+    """One BG/NBD fit (btyd.fit_bg_nbd) per (brand_id, cut) of `pairs` on its population
+    (bg_nbd_populations, collected), where it has BG_NBD_MIN_BUYERS buyers and a repeat
+    buyer. Each fit starts from the same default point: a (brand, day)'s parameters depend
+    on its population alone, not on which other cutoffs are fitted with it."""
+    t0 = time.perf_counter()
+    groups = dict(iter(pop.groupby(["brand_id", "cut"], sort=False)))
+    rows = []
+    for b, c in sorted({(str(b), int(c)) for b, c in pairs[["brand_id", "cut"]].itertuples(False)}):
+        g = groups.get((b, c))
+        w = np.zeros(0) if g is None else g["customers"].to_numpy(dtype="float64")
+        x = np.zeros(0) if g is None else g["x"].to_numpy(dtype="float64")
+        row = {"brand_id": b, "cut": c, "buyers": w.sum(), "repeat_buyers": w[x > 0].sum()}
+        if row["buyers"] >= BG_NBD_MIN_BUYERS and row["repeat_buyers"] > 0:
+            t_x, T = g["t_x"].to_numpy(dtype="float64"), g["T"].to_numpy(dtype="float64")
+            f = btyd.fit_bg_nbd(x, t_x, T, w)
+            row.update(r=f.r, alpha=f.alpha, a=f.a, b=f.b, converged=f.converged)
+        rows.append(row)
+    params = pd.DataFrame(rows).reindex(columns=[*_PARAM_COLUMNS, "converged"])
+    params = params.astype({c: "float64" for c in _PARAM_COLUMNS[2:]} | {"cut": "int64"})
+    params["converged"] = params["converged"].eq(True)  # False without a fit
+    return BGNBDFits(horizon_days, params, time.perf_counter() - t0)
+
+
+def bg_nbd_fits(pairs: pd.DataFrame, events: ir.Table, horizon_days: int) -> BGNBDFits:
+    """The BG/NBD fits for the (brand_id, cutoff_ts) of `pairs` (any rows: one fit per
+    brand and cutoff day): their populations are built on the engine of `events` (DuckDB or
+    Spark), collected, and fitted here."""
+    keys = pd.DataFrame(
+        {
+            "brand_id": pairs["brand_id"].astype(str).to_numpy(),
+            "cut": cut_days(pairs["cutoff_ts"]),
+        }
+    ).drop_duplicates(ignore_index=True)
+    if keys.empty:
+        return BGNBDFits.empty(horizon_days)
+    schema = {"brand_id": "string", "cut": "int64"}
+    t0 = time.perf_counter()
+    pop = bg_nbd_populations(ibis.memtable(keys, schema=schema), events).to_pyarrow().to_pandas()
+    built = time.perf_counter() - t0
+    fits = fit_populations(pop, keys, horizon_days)
+    log.info(
+        "bg_nbd features: %d (brand, cutoff day) populations (%d distinct histories) built in "
+        "%.2f s; %d fitted in %.2f s (%d converged), %d without enough buyers (NaN)",
+        len(keys),
+        len(pop),
+        built,
+        fits.fits,
+        fits.seconds,
+        int(fits.params["converged"].sum()),
+        len(keys) - fits.fits,
+    )
+    return fits
+
+
+def collect_features(
+    spine: ir.Table, tables: dict[str, ir.Table], cfg: FeatureConfig, label: LabelConfig
+) -> pd.DataFrame:
+    """The spine with every feature, collected: build_features run on the tables' engine,
+    then the BG/NBD features of its brands and cutoff days."""
+    frame = build_features(spine, tables, cfg, label).to_pyarrow().to_pandas()
+    fits = bg_nbd_fits(frame[["brand_id", "cutoff_ts"]], tables["events"], label.horizon_days)
+    return fits.apply(frame)

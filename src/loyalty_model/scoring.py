@@ -24,7 +24,14 @@ from loyalty_model.config import FeatureConfig, LabelConfig
 from loyalty_model.contract import tier_of
 from loyalty_model.drift import DriftCounter
 from loyalty_model.errors import ModelError, RequestError
-from loyalty_model.features import FEATURE_VERSION, build_features
+from loyalty_model.features import (
+    BUILDS_VERSIONS,
+    FEATURE_VERSION,
+    BGNBDFits,
+    bg_nbd_columns,
+    bg_nbd_fits,
+    build_features,
+)
 from loyalty_model.intervals import AudienceAccumulator, pooled_variance
 from loyalty_model.model import LoyaltyModel, to_matrix
 from loyalty_model.spine import scoring_spine
@@ -148,10 +155,11 @@ def scoring_request(
 def check_spec(model: LoyaltyModel) -> tuple[FeatureConfig, LabelConfig]:
     """The feature and label config a model was trained with, or a clear refusal."""
     spec = model.spec
-    if spec.version != FEATURE_VERSION:
+    if spec.version not in BUILDS_VERSIONS:
         raise ModelError(
             f"model feature spec version {spec.version!r} cannot be built by this package "
-            f"(it builds version {FEATURE_VERSION!r}); retrain or install a matching version"
+            f"(it builds versions {', '.join(map(repr, BUILDS_VERSIONS))}); retrain or install "
+            "a matching version"
         )
     try:
         fcfg = FeatureConfig(windows=spec.windows, prior_strength=spec.prior_strength)
@@ -171,7 +179,8 @@ def scoring_features(spine: ir.Table, tables: dict, model: LoyaltyModel) -> ir.T
     every feature the model reads (a model from another version of the code)."""
     fcfg, lcfg = check_spec(model)
     expr = build_features(spine, tables, fcfg, lcfg)
-    missing = [n for n in model.spec.names if n not in expr.columns]
+    later = bg_nbd_columns(lcfg.horizon_days)  # added to each collected frame (scoring_fits)
+    missing = [n for n in model.spec.names if n not in expr.columns and n not in later]
     if missing:
         raise ModelError(
             f"the model reads {len(missing)} feature(s) this package does not build, e.g. "
@@ -179,6 +188,25 @@ def scoring_features(spine: ir.Table, tables: dict, model: LoyaltyModel) -> ir.T
             "retrain, or install the version that trained it"
         )
     return expr
+
+
+def scoring_fits(
+    tables: dict, requests: Sequence[tuple[str, datetime]], model: LoyaltyModel
+) -> BGNBDFits:
+    """The BG/NBD fits that complete the features of the (brand, as-of) `requests`
+    (features.bg_nbd_fits, on the engine of the tables): one per brand and as-of day, each on
+    the brand's buyers before that day. None are fitted for a model that reads no BG/NBD
+    feature (a model of feature spec version 2)."""
+    _, lcfg = check_spec(model)
+    if not set(bg_nbd_columns(lcfg.horizon_days)) & set(model.spec.names):
+        return BGNBDFits.empty(lcfg.horizon_days)
+    pairs = pd.DataFrame(
+        {
+            "brand_id": [b for b, _ in requests],
+            "cutoff_ts": pd.to_datetime([t for _, t in requests], utc=True),
+        }
+    )
+    return bg_nbd_fits(pairs, tables["events"], lcfg.horizon_days)
 
 
 def feature_batches(
@@ -193,9 +221,10 @@ def feature_batches(
     """Feature frames of the scoring spine, ordered by influencer then follower."""
     spine = scoring_spine(tables, brand_id, as_of, influencer_ids)
     expr = scoring_features(spine, tables, model).order_by(["influencer_id", "follower_id"])
+    fits = scoring_fits(tables, [(brand_id, as_of)], model)
     for rb in duckdb_batches(con, expr, batch_rows):
         if rb.num_rows:
-            yield rb.to_pandas()
+            yield fits.apply(rb.to_pandas())
 
 
 def feature_family(name: str) -> str:
@@ -379,9 +408,10 @@ def audiences_for(
         spine = part if spine is None else spine.union(part)
     keys = ["brand_id", "cutoff_ts", "influencer_id", "follower_id"]
     expr = scoring_features(spine, tables, model).order_by(keys)
+    fits = scoring_fits(tables, [(b, t) for b, t, _ in requests], model)
     acc: dict[tuple, AudienceAccumulator] = {}
     for rb in duckdb_batches(con, expr, batch_rows):
-        frame = rb.to_pandas()
+        frame = fits.apply(rb.to_pandas())
         by = [frame[k].to_numpy(dtype=object) for k in ("brand_id", "cutoff_ts", "influencer_id")]
         accumulate(acc, by, model.predict_proba(frame))
     inf = con.execute("SELECT * FROM influencers ORDER BY influencer_id").df()

@@ -7,8 +7,10 @@ the contract's types, so that the feature definitions (`features.build_features`
 unchanged on either engine.
 
 Scoring runs where the features are: `mapInPandas` hands the executors Arrow batches of
-feature rows, and each executor scores them with the model (booster and calibrator, pickled
-once and broadcast). The executors write the follower scores as a folder of part files, and an
+feature rows, and each executor completes them with the BG/NBD features (the parameters are
+fitted on the driver, from populations Spark builds, and broadcast with the model: a row per
+brand and as-of day) and scores them with the model (booster and calibrator, pickled once
+and broadcast). The executors write the follower scores as a folder of part files, and an
 audience is what Spark's partial aggregation sums per partition (n and the three moments of
 `intervals.AudienceAccumulator`); only the probabilities of audiences small enough for the
 exact interval (`intervals.EXACT_MAX`) come to the driver, as the DuckDB engine keeps them.
@@ -30,9 +32,10 @@ import pandas as pd
 
 from loyalty_model import compat, io
 from loyalty_model.contract import SCHEMAS, TABLES
+from loyalty_model.features import BG_NBD_INPUTS
 from loyalty_model.intervals import EXACT_MAX, AudienceAccumulator
 from loyalty_model.model import LoyaltyModel
-from loyalty_model.scoring import scoring_features
+from loyalty_model.scoring import scoring_features, scoring_fits
 from loyalty_model.spine import scoring_spine
 
 if TYPE_CHECKING:
@@ -127,12 +130,15 @@ def score_on_spark(
     named = None if request.all_influencers else list(request.influencer_ids)
     spine = scoring_spine(tables, request.brand_id, request.as_of, named)
     expr = scoring_features(spine, tables, model)
+    fits = scoring_fits(tables, [(request.brand_id, request.as_of)], model)
+    # the model's features that the engine builds, and what the BG/NBD ones are computed from
+    columns = dict.fromkeys(["follower_id", "influencer_id", *BG_NBD_INPUTS, *model.spec.names])
     features = compat.spark_dataframe(
-        session, expr.select("follower_id", "influencer_id", *model.spec.names)
+        session, expr.select(*[c for c in columns if c in expr.columns])
     )
     session.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(batch_rows))
     sc = session.sparkContext
-    broadcast = sc.broadcast(model)
+    broadcast = sc.broadcast((model, fits))
     seconds = sc.accumulator(0.0)
     scored = features.mapInPandas(_scorer(broadcast, seconds), SCORED_SCHEMA)
     scored = scored.persist(StorageLevel.MEMORY_AND_DISK)
@@ -148,14 +154,17 @@ def score_on_spark(
 
 def _scorer(broadcast, seconds) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """The function each executor's Python worker runs over its Arrow batches of feature
-    rows. It takes the model from the broadcast (unpickled once per worker) and adds its
-    time in the model to the `seconds` accumulator."""
+    rows. It takes the model and the BG/NBD fits from the broadcast (unpickled once per
+    worker), completes each batch with the BG/NBD features (the step the DuckDB engine takes
+    per batch, features.BGNBDFits.apply) and adds its time in the model to the `seconds`
+    accumulator."""
 
     def score_batches(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        model = broadcast.value
+        model, fits = broadcast.value
         for frame in frames:
             if frame.empty:
                 continue
+            frame = fits.apply(frame)
             t0 = time.perf_counter()
             p = model.predict_proba(frame)
             seconds.add(time.perf_counter() - t0)

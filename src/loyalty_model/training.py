@@ -132,6 +132,8 @@ def run_record(cfg: Config, outcome: TrainingOutcome, champion_version: str | No
         "audiences_test.csv": ev.audiences.to_csv(index=False),
         "model_card.md": model_card(cfg, outcome),
     }
+    if not ev.differences.empty:  # the model minus each baseline, paired-bootstrap intervals
+        artifacts["baseline_differences.csv"] = ev.differences.to_csv(index=False)
     if outcome.read is not None and outcome.read.warnings:
         artifacts["data_warnings.txt"] = "\n".join(outcome.read.warnings) + "\n"
     if outcome.read is not None and outcome.read.dropped:
@@ -291,8 +293,7 @@ def _training_frame(
         if before > cfg.data.max_training_rows:
             log.info("training rows capped: about %d of %d", cfg.data.max_training_rows, before)
             sp = replace(sp, rows_before_cap=before)
-    expr = features.build_features(rows, tables, cfg.features, cfg.label)
-    frame = expr.to_pyarrow().to_pandas()
+    frame = features.collect_features(rows, tables, cfg.features, cfg.label)
     frame = frame.sort_values(["cutoff_ts", "campaign_id", "follower_id"]).reset_index(drop=True)
     return frame, sp
 
@@ -440,7 +441,14 @@ def _fit_and_evaluate(
     stage("evaluating on the test campaigns, with the baselines")
     with timed(timings, "evaluation_seconds"):
         truth = io.read_ground_truth(cfg.data.dir)
-        evaluation = evaluate_model(model, parts, truth, seed=cfg.model.seed, valid_p=valid_p)
+        evaluation = evaluate_model(
+            model,
+            parts,
+            truth,
+            seed=cfg.model.seed,
+            valid_p=valid_p,
+            draws=cfg.evaluation.bootstrap_draws,
+        )
     metrics = dict(evaluation.metrics)
     truth_audiences = io.read_truth_audiences(cfg.data.dir)
     check = None
@@ -623,6 +631,5 @@ def _rows_for(
         min_purchases=spec.min_purchases,
         require_attribution=spec.require_attribution,
     )
-    backend = ibis.duckdb.from_connection(con)
-    out = backend.to_pyarrow(features.build_features(spine_rows, tables, fcfg, lcfg)).to_pandas()
+    out = features.collect_features(spine_rows, tables, fcfg, lcfg)
     return out.sort_values(["cutoff_ts", "campaign_id", "follower_id"]).reset_index(drop=True)

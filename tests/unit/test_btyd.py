@@ -126,6 +126,26 @@ def test_fit_recovers_the_parameters_it_was_simulated_with(sample):
         assert best > btyd.log_likelihood(nudged, x, t_x, T).sum()
 
 
+def test_the_fits_gradient_is_the_likelihoods(sample):
+    """The analytic gradient the fit uses (with respect to the log-parameters) against central
+    differences of the log-likelihood itself, at the truth and far from it, with customers
+    who never repeated among those who did."""
+    x, t_x, T = (v[:500] / np.array([1.0, 300, 300])[i] for i, v in enumerate(sample))
+    w = np.arange(len(x)) % 3 + 1.0
+    assert (x == 0).any() and (x > 0).any()
+    for params in ((0.8, 20 / 300, 1.2, 3.5), (0.2, 3.0, 0.05, 60.0), (3.0, 0.01, 5.0, 0.5)):
+        theta = np.log(params)
+        ll, grad = btyd._log_likelihood_and_gradient(theta, x, t_x, T, w)
+        assert ll == pytest.approx(float(w @ btyd.log_likelihood(params, x, t_x, T)), rel=1e-12)
+        h, numeric = 1e-6, np.zeros(4)
+        for i in range(4):
+            step = np.eye(4)[i] * h
+            up = btyd._log_likelihood_and_gradient(theta + step, x, t_x, T, w)[0]
+            down = btyd._log_likelihood_and_gradient(theta - step, x, t_x, T, w)[0]
+            numeric[i] = (up - down) / (2 * h)
+        np.testing.assert_allclose(grad, numeric, rtol=1e-6, atol=1e-4)
+
+
 def test_weights_are_counts_of_identical_customers(sample):
     x, t_x, T = (v[:600] for v in sample)
     rows = np.stack([x, t_x, T], axis=1)

@@ -288,3 +288,96 @@ def test_bg_nbd_is_a_row_of_the_baseline_table():
     assert row["roc_auc"] == 1.0  # the one loyal follower of three ranked first
     assert np.isnan(row["log_loss"])  # a ranking score: no log loss, no ECE
     assert list(scores["bg_nbd"]) == list(evaluate.baseline_scores(parts, spec)["bg_nbd"][0])
+
+
+# -- paired bootstrap of the model against the baselines ----------------------------------
+
+
+def test_weighted_aucs_equal_scikit_learns_with_ties_and_units_left_out():
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    rng = np.random.default_rng(3)
+    n, units = 2_000, 12
+    y = (rng.random(n) < 0.1).astype(int)
+    score = np.round(rng.random(n) + 0.4 * y, 1)  # rounded: many ties
+    unit = rng.integers(0, units, n)
+    ranked = evaluate._Ranked(score, y, unit, units)
+    counts = rng.integers(0, 3, (units, 5))  # some units drawn 0 times
+    counts[:, 0] = 1
+    roc, ap = ranked.aucs(counts)
+    for d in range(5):
+        w = counts[unit, d]
+        assert roc[d] == pytest.approx(roc_auc_score(y, score, sample_weight=w), abs=1e-6)
+        assert ap[d] == pytest.approx(average_precision_score(y, score, sample_weight=w), abs=1e-6)
+
+
+def _test_rows(n_waves: int = 30, per_campaign: int = 150, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for w in range(n_waves):
+        start = pd.Timestamp("2025-01-01", tz="UTC") + pd.Timedelta(days=7 * w)
+        for c in range(2):  # two campaigns per wave
+            rate = rng.uniform(0.02, 0.2)
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "campaign_id": f"c{w}_{c}",
+                        "brand_id": f"b{w % 3}",
+                        "cutoff_ts": start,
+                        "p": rate,
+                        "label": (rng.random(per_campaign) < rate).astype(int),
+                    }
+                )
+            )
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_a_model_that_knows_the_rates_beats_noise_and_ties_with_itself():
+    test = _test_rows()
+    rng = np.random.default_rng(1)
+    noise = rng.random(len(test))
+    d = evaluate.paired_differences(
+        test, test["p"].to_numpy(), {"noise": noise, "same": test["p"].to_numpy()}, draws=200
+    )
+    assert set(d["metric"]) == set(evaluate.COMPARED) and (d["waves"] == 30).all()
+    vs_noise = d[d["baseline"] == "noise"].set_index("metric")
+    assert (vs_noise["low"] > 0).all(), vs_noise  # ahead on every metric, beyond chance
+    assert (vs_noise["model_ahead"] > 0.95).all()
+    same = d[d["baseline"] == "same"]
+    assert (same[["difference", "low", "high"]].abs().to_numpy() < 1e-12).all()
+    point = evaluate.ranking_metrics(test["label"], test["p"])
+    assert vs_noise.loc["pr_auc", "model"] == pytest.approx(point["pr_auc"])
+    assert vs_noise.loc["roc_auc", "model"] == pytest.approx(point["roc_auc"])
+    spearman = evaluate.audience_rank_metrics(test, test["p"].to_numpy())
+    assert vs_noise.loc["audience_spearman_rate", "model"] == pytest.approx(
+        spearman["audience_spearman_rate"]
+    )
+
+
+def test_the_bootstrap_is_reproducible_and_its_interval_brackets_the_difference():
+    test = _test_rows(seed=2)
+    other = test["p"].to_numpy() + np.random.default_rng(5).normal(0, 0.05, len(test))
+    a = evaluate.paired_differences(test, test["p"].to_numpy(), {"other": other}, 300, seed=9)
+    b = evaluate.paired_differences(test, test["p"].to_numpy(), {"other": other}, 300, seed=9)
+    pd.testing.assert_frame_equal(a, b)
+    c = evaluate.paired_differences(test, test["p"].to_numpy(), {"other": other}, 300, seed=10)
+    assert not np.allclose(a["low"], c["low"])
+    assert (a["low"] <= a["difference"]).all() and (a["difference"] <= a["high"]).all()
+
+
+def test_best_baseline_metrics_take_the_strongest_baseline_per_metric():
+    d = pd.DataFrame(
+        [
+            ("lr", "pr_auc", 0.1, 0.09, 0.01, -0.01, 0.03),
+            ("reach", "pr_auc", 0.1, 0.05, 0.05, 0.03, 0.07),
+            ("lr", "roc_auc", 0.8, 0.6, 0.2, 0.1, 0.3),
+            ("reach", "roc_auc", 0.8, 0.7, 0.1, 0.05, 0.15),
+        ],
+        columns=["baseline", "metric", "model", "baseline_value", "difference", "low", "high"],
+    )
+    m = evaluate.best_baseline_metrics(d)
+    assert m["test_pr_auc_minus_best_baseline"] == 0.01
+    assert (m["test_pr_auc_minus_best_baseline_low"], m["test_roc_auc_minus_best_baseline"]) == (
+        -0.01,
+        0.1,
+    )

@@ -1,5 +1,6 @@
 """Features on tiny hand-built worlds: hand-computed values for every family, and the
-point-in-time invariant as a property: no event at or after the cutoff changes any feature."""
+point-in-time invariant as a property: no event at or after the cutoff changes any feature,
+the BG/NBD features (and the parameters fitted for them) included."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loyalty_model import engines, features, io
+from loyalty_model import btyd, engines, features, io
 from loyalty_model.config import FeatureConfig, LabelConfig
 
 from ..helpers import events_frame, ts, write_dir
@@ -87,11 +88,33 @@ def base_tables() -> dict[str, pd.DataFrame]:
     }
 
 
-def compute(tables: dict[str, pd.DataFrame], root, cfg=CFG) -> pd.DataFrame:
+def with_buyers(tables: dict[str, pd.DataFrame], n: int = 40) -> dict[str, pd.DataFrame]:
+    """`tables` and `n` more buyers of b1 (g00, g01, ...), all before the cutoff day: enough
+    for a BG/NBD fit of b1 (features.BG_NBD_MIN_BUYERS). Every third buys on a second day 20
+    days after the first, every sixth on a third day 45 days after it."""
+    rows = []
+    for i in range(n):
+        first = ts("2023-06-01 12:00") + pd.Timedelta(days=5 * i)
+        days = [0] + [20] * (i % 3 == 0) + [45] * (i % 6 == 0)
+        rows += [
+            (first + pd.Timedelta(days=d), f"g{i:02d}", None, "b1", None, "purchase", 9.0)
+            for d in days
+        ]
+    out = dict(tables)
+    out["events"] = pd.concat([tables["events"], events_frame(rows)], ignore_index=True)
+    return out
+
+
+def ibis_tables(tables: dict[str, pd.DataFrame], root) -> dict:
     write_dir(tables, root)
     con = engines.duckdb_connection()
     views = io.register_tables(con, root)
-    t = engines.ibis_tables(con, list(views))
+    return engines.ibis_tables(con, list(views))
+
+
+def compute(tables: dict[str, pd.DataFrame], root, cfg=CFG) -> pd.DataFrame:
+    """Every feature (features.collect_features) of f1 and f2 for b1 at CUTOFF."""
+    t = ibis_tables(tables, root)
     spine = ibis.memtable(
         pd.DataFrame(
             {
@@ -102,7 +125,7 @@ def compute(tables: dict[str, pd.DataFrame], root, cfg=CFG) -> pd.DataFrame:
             }
         )
     )
-    out = features.build_features(spine, t, cfg, LABEL).to_pyarrow().to_pandas()
+    out = features.collect_features(spine, t, cfg, LABEL)
     return out.sort_values("follower_id").set_index("follower_id")
 
 
@@ -263,7 +286,7 @@ def future_events(draw):
         rows.append(
             (
                 CUTOFF + pd.Timedelta(seconds=seconds),
-                draw(st.sampled_from(["f1", "f2", "f3"])),
+                draw(st.sampled_from(["f1", "f2", "f3", "g00", "g01"])),
                 draw(st.sampled_from(["i1", "i2", None])),
                 draw(st.sampled_from(["b1", "b2", None])) if kind != "purchase" else "b1",
                 draw(st.sampled_from(["p1", "p9", None])),
@@ -276,7 +299,10 @@ def future_events(draw):
 
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory) -> pd.DataFrame:
-    return compute(base_tables(), tmp_path_factory.mktemp("base"))
+    """The base world with b1's other buyers: the BG/NBD features are fitted, not NaN."""
+    out = compute(with_buyers(base_tables()), tmp_path_factory.mktemp("base"))
+    assert out.loc["f1"].notna().fb_p_alive  # guards the invariant below from being vacuous
+    return out
 
 
 @settings(
@@ -286,7 +312,7 @@ def baseline(tmp_path_factory) -> pd.DataFrame:
 )
 @given(extra=future_events())
 def test_events_at_or_after_cutoff_never_change_any_feature(baseline, tmp_path_factory, extra):
-    tables = base_tables()
+    tables = with_buyers(base_tables())
     # an exact copy of an event is refused by the contract: keep one (the same as adding none)
     events = pd.concat([tables["events"], events_frame(extra)], ignore_index=True)
     tables["events"] = events.drop_duplicates(ignore_index=True)
@@ -295,12 +321,21 @@ def test_events_at_or_after_cutoff_never_change_any_feature(baseline, tmp_path_f
 
 
 def test_an_event_before_the_cutoff_day_does_change_features(baseline, tmp_path):
-    """Guard against a vacuous invariant: the same kind of change one day earlier shows."""
-    tables = base_tables()
-    early = events_frame([(CUTOFF - pd.Timedelta(days=1), "f1", "i1", None, "p9", "view", None)])
+    """Guard against a vacuous invariant: the same kind of change one day earlier shows. A
+    purchase of another buyer moves the BG/NBD parameters, hence f1's P(alive), although f1's
+    own history is the same."""
+    tables = with_buyers(base_tables())
+    early = events_frame(
+        [
+            (CUTOFF - pd.Timedelta(days=1), "f1", "i1", None, "p9", "view", None),
+            (CUTOFF - pd.Timedelta(days=1), "g01", None, "b1", None, "purchase", 5.0),
+        ]
+    )
     tables["events"] = pd.concat([tables["events"], early], ignore_index=True)
     got = compute(tables, tmp_path)
     assert got.loc["f1"].fi_view_7d == baseline.loc["f1"].fi_view_7d + 1
+    assert got.loc["f1"].fb_purchase_days_all == baseline.loc["f1"].fb_purchase_days_all
+    assert got.loc["f1"].fb_p_alive != baseline.loc["f1"].fb_p_alive
 
 
 def test_feature_names_are_unique_and_windowed(baseline):
@@ -308,3 +343,110 @@ def test_feature_names_are_unique_and_windowed(baseline):
     assert len(names) == len(set(names))
     for w, t in itertools.product(CFG.windows, features.ENGAGEMENT):
         assert f"fi_{t}_{w}d" in names
+
+
+# -- BG/NBD features -----------------------------------------------------------------------
+
+
+def test_bg_nbd_history_features(tmp_path):
+    """Purchase days (a second purchase on a day is the same day), days since the first
+    purchase day, the mean amount of a purchase; NaN without a purchase of the brand. b1 has
+    one buyer: no fit, so P(alive) and the expected purchases are NaN even for f1."""
+    tables = base_tables()
+    again = events_frame([("2024-02-25 18:00", "f1", None, "b1", None, "purchase", 7.0)])
+    tables["events"] = pd.concat([tables["events"], again], ignore_index=True)
+    out = compute(tables, tmp_path)
+    f1, f2 = out.loc["f1"], out.loc["f2"]
+    # b1: 2023-10-05, 2023-10-20, 2024-02-20, 2024-02-25 (twice); 2024-03-05 is after
+    assert (f1.fb_purchases_all, f1.fb_purchase_days_all) == (5, 4)
+    assert f1.fb_days_since_first_purchase == 148  # 2023-10-05 -> 2024-03-01
+    assert f1.fb_days_since_purchase == 5
+    assert f1.fb_amount_mean == pytest.approx((10 + 10 + 10 + 20 + 7) / 5)
+    assert f2.fb_purchase_days_all == 0
+    for c in ("fb_days_since_first_purchase", "fb_amount_mean", *features.bg_nbd_columns(90)):
+        assert np.isnan(f2[c]), c
+    assert np.isnan(f1.fb_p_alive) and np.isnan(f1.fb_expected_purchase_days_90d)
+
+
+def _population_by_hand(events: pd.DataFrame, brand: str, cut: pd.Timestamp):
+    """(follower -> (x, t_x, T)) of every buyer of `brand` on a day before the day of `cut`."""
+    day0 = cut.normalize()
+    p = events[(events.event_type == "purchase") & (events.brand_id == brand)]
+    days = p.assign(day=p.event_ts.dt.normalize())
+    days = days[days.day < day0].groupby("follower_id")["day"].agg(["nunique", "min", "max"])
+    return {
+        f: (r["nunique"] - 1, (r["max"] - r["min"]).days, (day0 - r["min"]).days)
+        for f, r in days.iterrows()
+    }
+
+
+def test_p_alive_and_expected_purchases_are_btyd_with_the_parameters_of_the_buyers_before(
+    baseline,
+):
+    """The parameters: btyd.fit_bg_nbd on every buyer of b1 before the cutoff day (f1 and the
+    40 others, from the raw events); f1's values: btyd's functions of its own history."""
+    pop = _population_by_hand(with_buyers(base_tables())["events"], "b1", CUTOFF)
+    assert len(pop) == 41 and pop["f1"] == (3, 143, 148)
+    x, t_x, T = (np.array(v, dtype=float) for v in zip(*pop.values(), strict=True))
+    params = btyd.fit_bg_nbd(x, t_x, T)
+    f1 = baseline.loc["f1"]
+    assert f1.fb_p_alive == pytest.approx(btyd.p_alive(params, 3, 143, 148).item(), rel=1e-12)
+    expected = btyd.expected_purchases(params, 90, 3, 143, 148).item()
+    assert f1.fb_expected_purchase_days_90d == pytest.approx(expected, rel=1e-12)
+    assert 0 < f1.fb_p_alive < 1 and f1.fb_expected_purchase_days_90d > 0
+    f2 = baseline.loc["f2"]  # never bought b1: P(alive) is not defined
+    assert np.isnan(f2.fb_p_alive) and np.isnan(f2.fb_expected_purchase_days_90d)
+
+
+def test_the_parameters_of_a_brand_and_day_depend_on_nothing_else(tmp_path):
+    """The same (brand, cutoff day) gets the same parameters whichever other pairs are fitted
+    with it (training's many cutoffs, scoring's one) and at whatever hour of the day its
+    cutoff falls; b2 (one buyer) gets none; purchases on the cutoff day itself, before the
+    cutoff's hour, or later, by buyers old and new, do not move them."""
+    tables = with_buyers(base_tables())
+    t = ibis_tables(tables, tmp_path / "a")
+    pairs = lambda *rows: pd.DataFrame(rows, columns=["brand_id", "cutoff_ts"])  # noqa: E731
+    one = features.bg_nbd_fits(pairs(("b1", CUTOFF)), t["events"], 90).params
+    many = features.bg_nbd_fits(
+        pairs(
+            ("b2", CUTOFF),
+            ("b1", CUTOFF - pd.Timedelta(days=30)),
+            ("b1", CUTOFF.normalize()),
+            ("b1", CUTOFF),
+        ),
+        t["events"],
+        90,
+    ).params
+    # one row per (brand, day), in order: b1 30 days earlier, b1 on the cutoff day, b2
+    assert len(one) == 1 and list(many.brand_id) == ["b1", "b1", "b2"]
+    pd.testing.assert_frame_equal(many.iloc[[1]].reset_index(drop=True), one, check_exact=True)
+    assert many.iloc[2][["r", "alpha", "a", "b"]].isna().all()
+    assert many.iloc[0].r != one.iloc[0].r  # 30 days earlier: shorter histories
+    later = events_frame(
+        [
+            ("2024-03-01 09:00", "g00", None, "b1", None, "purchase", 1.0),  # cutoff day
+            ("2024-03-01 09:00", "new", None, "b1", None, "purchase", 1.0),
+            ("2024-03-02 09:00", "g03", None, "b1", None, "purchase", 1.0),
+        ]
+    )
+    tables["events"] = pd.concat([tables["events"], later], ignore_index=True)
+    t = ibis_tables(tables, tmp_path / "b")
+    moved = features.bg_nbd_fits(pairs(("b1", CUTOFF)), t["events"], 90).params
+    pd.testing.assert_frame_equal(moved, one, check_exact=True)
+
+
+def test_bg_nbd_features_of_a_frame_do_not_depend_on_its_batches(baseline):
+    """Scoring adds them batch by batch: a row's values are the same alone or with others."""
+    fits = features.BGNBDFits(
+        90,
+        pd.DataFrame(
+            {"brand_id": ["b1"], "cut": features.cut_days([CUTOFF]), "r": [0.5], "alpha": [30.0]}
+        ).assign(a=0.8, b=2.5, buyers=41.0, repeat_buyers=14.0, converged=True),
+    )
+    frame = baseline.reset_index().drop(columns=list(features.bg_nbd_columns(90)))
+    whole = fits.apply(frame)
+    for i in range(len(frame)):
+        alone = fits.apply(frame.iloc[[i]])
+        pd.testing.assert_frame_equal(alone, whole.iloc[[i]])
+    assert whole.loc[0, "fb_p_alive"] == btyd.p_alive((0.5, 30.0, 0.8, 2.5), 3, 143, 148).item()
+    assert "fb_p_alive" not in frame  # the input is not changed

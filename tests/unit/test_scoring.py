@@ -12,7 +12,7 @@ import pytest
 
 from loyalty_model import scoring
 from loyalty_model.errors import ModelError
-from loyalty_model.features import FEATURE_VERSION, FeatureSpec
+from loyalty_model.features import BUILDS_VERSIONS, FEATURE_VERSION, FeatureSpec
 from loyalty_model.intervals import AudienceAccumulator
 
 
@@ -126,6 +126,16 @@ class _Model:
 def test_spec_check_accepts_current_version():
     fcfg, lcfg = scoring.check_spec(_Model(_spec()))
     assert fcfg.windows == (7, 30) and lcfg.horizon_days == 90
+
+
+def test_a_model_of_version_2_is_still_scored_and_needs_no_bg_nbd_fit():
+    """Version 3 added features and changed none of version 2's: its models read what they
+    were trained on. They read no BG/NBD feature, so none is fitted for them."""
+    assert BUILDS_VERSIONS == ("2", FEATURE_VERSION) == ("2", "3")
+    old = _Model(_spec(version="2", names=("fb_purchases_all",)))
+    scoring.check_spec(old)
+    fits = scoring.scoring_fits({}, [("b1", datetime(2025, 1, 1, tzinfo=UTC))], old)
+    assert fits.fits == 0 and fits.params.empty
 
 
 @pytest.mark.parametrize(
