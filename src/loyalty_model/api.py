@@ -68,16 +68,20 @@ def _engine_ready(cfg: Config) -> None:
 # -- simulate, validate ---------------------------------------------------------------------
 
 
-def simulate(preset: str = "small", seed: int = 7, out: str | Path = "data") -> SimulationSummary:
+def simulate(
+    preset: str = "small", seed: int = 7, out: str | Path = "data", purchase_only: bool = False
+) -> SimulationSummary:
     """Simulate an influencer world into `out` (replaced atomically): the five contract tables,
-    the simulator's ground truth and simulation.json. Same preset and seed, same bytes."""
+    the simulator's ground truth and simulation.json. Same preset and seed, same bytes.
+    `purchase_only`: the same world written as a retailer's transaction log (purchases only,
+    one channel, one campaign per wave; docs/simulator.md)."""
     from loyalty_model.simulation import PRESETS
     from loyalty_model.simulation.files import write_world
 
     if preset not in PRESETS:
         raise RequestError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     with _writing(Path(out)):
-        return write_world(preset, seed, Path(out))
+        return write_world(preset, seed, Path(out), purchase_only=purchase_only)
 
 
 def validate(
@@ -243,6 +247,163 @@ def promote(
     return GateDecision(
         name, cand.version, promoted, forced, cand.champion_version, decision.reasons, summary
     )
+
+
+# -- tune -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """A finished hyperparameter search: its tracked parent run and the best config, written."""
+
+    run_id: str  # the study's parent run (run_kind=tune); each trial is a run nested under it
+    out: Path  # the best config: the input config with the best model settings
+    metric: str  # what a trial's value is: oof_log_loss (lower is better)
+    best_trial: int  # its number; 0 is the input config's own settings
+    best_value: float
+    config_value: float | None  # trial 0's value: the input config's own settings
+    best_params: Mapping[str, object]  # the searched settings of the best trial
+    config_params: Mapping[str, object]  # the same settings of the input config (trial 0)
+    trials_complete: int
+    trials_pruned: int
+    trials_failed: int
+    seconds: float  # the whole call
+    trial_runs: Mapping[int, str] = field(default_factory=dict)  # trial number -> run id
+    config: Config | None = field(default=None, repr=False, compare=False)  # the best config
+    trials: pd.DataFrame | None = field(default=None, repr=False, compare=False)  # trials.csv
+
+
+def tune(
+    config: ConfigLike = None,
+    data_dir: str | Path | None = None,
+    trials: int = 30,
+    timeout: float | None = None,
+    seed: int | None = None,
+    out: str | Path = "tuned.yaml",
+    overrides: Sequence[str] = (),
+    stage: Callable[[str], None] | None = None,
+    startup_trials: int = 5,
+) -> TuneResult:
+    """Search the LightGBM settings (tuning.SEARCH_SPACE) for the lowest out-of-fold log loss
+    of the train and valid campaigns (the test campaigns are never used), with Optuna's TPE
+    sampler seeded by `seed` (default: the config's model.seed). Trial 0 is the config's own
+    settings. Features come through train's feature cache, built once for every trial.
+
+    Logs a parent run (tag run_kind=tune) in the config's experiment, with a nested run per
+    trial, and writes `out` (atomically): the config with its model section's searched
+    settings replaced by the best trial's, for `train --config`. `trials`: at most this many;
+    `timeout`: no new trial starts after this many seconds of searching; `startup_trials`:
+    complete trials before a trial may be pruned (stopped after a fold whose log loss so far
+    is above the median of the earlier trials' at that fold); `stage` is told each stage and
+    each trial's result, in words. Same data, config, seed and trials: the same trials and
+    values."""
+    import math
+
+    from loyalty_model import engines, io, tracking, training, tuning
+
+    stage = stage or (lambda _: None)
+    if isinstance(trials, bool) or not isinstance(trials, int) or trials < 1:
+        raise RequestError(f"trials must be a whole number of at least 1, got {trials!r}")
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise RequestError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    if isinstance(startup_trials, bool) or not isinstance(startup_trials, int):
+        raise RequestError(f"startup_trials must be a whole number >= 0, got {startup_trials!r}")
+    if startup_trials < 0:
+        raise RequestError(f"startup_trials must be a whole number >= 0, got {startup_trials!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+        raise RequestError(f"seed must be a whole number, got {seed!r}")
+    t0 = time.perf_counter()
+    cfg = load_config(config, overrides)
+    if data_dir is not None:  # a path, not YAML (as train)
+        cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
+    _data_dir(cfg.data.dir)
+    out = Path(out)
+    if out.is_dir() or not out.parent.is_dir():
+        why = "it is a folder" if out.is_dir() else f"no folder {out.parent}"
+        raise OutputError(f"cannot write {out}: {why}")
+    _engine_ready(cfg)
+    seed = cfg.model.seed if seed is None else seed
+    request = {"trials": trials, "timeout": timeout, "seed": seed, "startup_trials": startup_trials}
+    digests = io.table_digests(cfg.data.dir)
+    runs: dict[int, str] = {}
+    stage("opening the tracking store")
+    with tracking.tuning_run(
+        cfg, {**cfg.flat(), **{f"tune.{k}": v for k, v in request.items()}}, digests
+    ) as log:
+        stage(f"building point-in-time features on {cfg.data.engine}")
+        with engines.duckdb_session(cfg.duckdb) as con:
+            read = io.prepare_tables(con, cfg.data.dir, cfg.data.on_bad_rows)
+            frame, sp, _ = training.training_features(con, cfg, read, stage, digests)
+        if frame.empty:
+            raise DataError(
+                f"no training rows: {sp.campaigns_used} campaigns have a closed label window "
+                f"({sp.campaigns_excluded} excluded as not yet observed)"
+            )
+        rows = tuning.tuning_rows(frame, cfg)
+        del frame  # the test campaigns go no further
+        folds = tuning.fold_count(rows, cfg.model.calibration_folds)
+        stage(
+            f"tuning on {len(rows.train):,} train and {len(rows.valid):,} valid rows "
+            f"({folds} folds by campaign wave), up to {trials} trial(s)"
+        )
+
+        def ended(t: tuning.TrialResult) -> None:
+            runs[t.number] = log.trial(t)
+            stage(tuning.trial_line(t, trials, folds))
+
+        study = tuning.run_study(
+            rows, cfg.model, trials, seed, timeout, startup_trials, on_trial=ended
+        )
+        tuned = tuning.tuned_config(cfg, study.best.params)
+        record = tuning.study_record(cfg, study, tuned, request)
+        stage(f"writing the best config to {out} and logging the study")
+        _write_text(out, record.artifacts["tuned_config.yaml"])
+        log.finish(record)
+    return TuneResult(
+        run_id=log.run_id,
+        out=out,
+        metric=tuning.METRIC,
+        best_trial=study.best.number,
+        best_value=float(study.best.value),
+        config_value=study.first.value,
+        best_params=MappingProxyType(dict(study.best.params)),
+        config_params=MappingProxyType(dict(study.first.params)),
+        trials_complete=study.count("complete"),
+        trials_pruned=study.count("pruned"),
+        trials_failed=study.count("failed"),
+        seconds=time.perf_counter() - t0,
+        trial_runs=MappingProxyType(runs),
+        config=tuned,
+        trials=study.table(),
+    )
+
+
+def _write_text(out: Path, text: str) -> None:
+    """`text` as the file `out`, atomically: a temporary file beside it, then one rename;
+    nothing is left behind on failure (as report.write_html)."""
+    import os
+
+    from loyalty_model import io
+
+    prefix = f".{out.name}.tmp-"
+    io.remove_leftovers(out.parent, prefix)  # of a run whose process is gone
+    tmp = out.parent / io.owned_name(prefix)
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
+        raise
 
 
 # -- predict --------------------------------------------------------------------------------

@@ -99,32 +99,45 @@ def simulate_command(
         str, typer.Option(help="World size: tiny (tests), small (demo), medium, large.")
     ] = "small",
     seed: Annotated[int, typer.Option(help="Random seed; same preset and seed, same bytes.")] = 7,
+    purchase_only: Annotated[
+        bool,
+        typer.Option(
+            "--purchase-only",
+            help="Write the same world as a retailer's transaction log: purchase events only "
+            "(no attribution), one channel 'retail' that every buyer follows from their first "
+            "purchase, one campaign per wave of the world's campaigns (docs/simulator.md).",
+        ),
+    ] = False,
 ) -> None:
     """Simulate an influencer world: the five contract tables plus ground truth.
 
     Writes events, follows, influencers, brands, campaigns (parquet), ground_truth.parquet
     (true probability per campaign x follower row), ground_truth_campaigns.parquet,
     ground_truth_scoring.parquet and ground_truth_audiences.parquet (the truth of a few
-    brand x as-of scoring scenarios) and simulation.json. The folder is replaced atomically.
+    brand x as-of scoring scenarios; not with --purchase-only) and simulation.json. The folder
+    is replaced atomically.
     """
     from loyalty_model import api
 
-    with _errors(), console.status(f"simulating {preset} (seed {seed})"):
-        summary = api.simulate(preset, seed, out)
+    shape = ", purchase-only" if purchase_only else ""
+    with _errors(), console.status(f"simulating {preset} (seed {seed}{shape})"):
+        summary = api.simulate(preset, seed, out, purchase_only=purchase_only)
     _print_summary(summary, out)
 
 
 def _print_summary(s: SimulationSummary, out: Path) -> None:
-    t = Table(title=f"simulated world: {s.preset}, seed {s.seed}", show_header=False)
+    retail = getattr(s, "purchase_only", False)
+    shape = ", purchase-only" if retail else ""
+    t = Table(title=f"simulated world: {s.preset}, seed {s.seed}{shape}", show_header=False)
     rows = [
-        ("events", f"{s.events:,}"),
+        ("events" + (" (purchases)" if retail else ""), f"{s.events:,}"),
         ("followers (bots)", f"{s.followers:,} ({s.bots:,})"),
         ("follows", f"{s.follows:,}"),
-        ("people sampled (of every audience)", f"{s.sample_fraction:.2%}"),
+        *(() if retail else (("people sampled (of every audience)", f"{s.sample_fraction:.2%}"),)),
         ("influencers / brands", f"{s.influencers} / {s.brands}"),
         ("campaigns (label window closed)", f"{s.campaigns} ({s.campaigns_closed})"),
         ("training rows", f"{s.training_rows:,}"),
-        ("loyal rate per exposed follower", f"{s.loyal_rate:.2%}"),
+        ("loyal rate per " + ("customer" if retail else "exposed follower"), f"{s.loyal_rate:.2%}"),
         *((f"  true rate, {tier}", f"{rate:.2%}") for tier, rate in s.true_rate_by_tier.items()),
         (
             "oracle ROC-AUC, held-out campaigns",
@@ -343,6 +356,111 @@ def promote_command(
     stays = f"v{decision.champion_before}" if decision.champion_before else "no champion"
     console.print(f"the gate says no: {stays} stays champion, v{decision.version} challenger")
     raise typer.Exit(EXIT_NOT_PROMOTED)
+
+
+@app.command("tune")
+def tune_command(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="Task config YAML to tune; every section but the model's searched settings is "
+            "carried into the best config unchanged. Default: the built-in defaults."
+        ),
+    ] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Data directory; overrides data.dir in the config.")
+    ] = None,
+    trials: Annotated[
+        int,
+        typer.Option(
+            help="Trials to run at most (the first is the config's own settings), one at a time."
+        ),
+    ] = 30,
+    timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="SECONDS",
+            help="Start no new trial after this many seconds of searching (from the first "
+            "trial; the running one finishes). Default: no limit.",
+        ),
+    ] = None,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            help="Seed of the TPE sampler; same data, config, seed and trials give the same "
+            "trials. Default: the config's model.seed."
+        ),
+    ] = None,
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Where to write the best config (YAML, replaced atomically), for "
+            "`loyalty-model train --config`."
+        ),
+    ] = Path("tuned.yaml"),
+    set_: SetOption = None,
+) -> None:
+    """Search the LightGBM settings for the lowest out-of-fold log loss, with Optuna.
+
+    Searches learning_rate, num_leaves, min_child_samples, feature_fraction, bagging_fraction,
+    reg_lambda and extra_trees (TPE sampler). Each trial fits as train does (early stopping on
+    the valid campaigns, then cross-fit folds by campaign wave over train and valid) and is
+    scored by the out-of-fold log loss (PR-AUC beside it); the test campaigns are never used.
+    Hopeless trials are pruned after a fold. The study is a run (tag run_kind=tune) in the
+    config's experiment, each trial a nested run; it is not a training run and `runs` does not
+    list it. Writes the input config with the best model settings to --out (docs/tuning.md).
+    """
+    import logging
+
+    from loyalty_model import api
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    with _errors(), _stages() as stage:
+
+        def say(what: str) -> None:
+            if console.is_terminal and what.startswith("trial "):
+                console.print(what, highlight=False)  # kept above the live status line
+            stage(what)
+
+        result = api.tune(config, data, trials, timeout, seed, out, set_ or (), say)
+    _print_tuning(result)
+
+
+def _print_tuning(result) -> None:
+    cfg = result.config
+    t = Table(title=f"tuned: best of {result.trials_complete} complete trial(s)")
+    t.add_column("setting")
+    t.add_column("the config's", justify="right")
+    t.add_column("best", justify="right")
+    for name, value in result.best_params.items():
+        t.add_row(name, _setting(result.config_params.get(name, "-")), _setting(value))
+    first = "-" if result.config_value is None else f"{result.config_value:.5f}"
+    t.add_row(result.metric, first, f"{result.best_value:.5f}", style="bold")
+    console.print(t)
+    best = (
+        "trial 0, the config's own settings: no trial beat them"
+        if result.best_trial == 0
+        else f"trial {result.best_trial} (trial 0 is the config's own settings)"
+    )
+    console.print(
+        f"best: {best}; {result.trials_complete} complete, {result.trials_pruned} pruned, "
+        f"{result.trials_failed} failed in {result.seconds:.0f}s; run [bold]{result.run_id}[/] "
+        f"(experiment {cfg.tracking.experiment})",
+        highlight=False,
+    )
+    console.print(
+        f"best config written to [bold]{result.out}[/]; train it with: loyalty-model train "
+        f"--config {result.out}",
+        highlight=False,
+    )
+
+
+def _setting(value) -> str:
+    if isinstance(value, bool | str):
+        return str(value).lower()
+    if isinstance(value, float) and not float(value).is_integer():
+        return f"{value:.4g}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 @app.command("predict")

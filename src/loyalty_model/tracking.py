@@ -35,6 +35,7 @@ from loyalty_model.model import BOOSTER_FILE, SPEC_FILE, LoyaltyModel
 
 if TYPE_CHECKING:
     from loyalty_model.training import RunRecord
+    from loyalty_model.tuning import TrialResult
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -1032,3 +1033,124 @@ def _best_baseline(logged: Mapping[str, float], metric: str) -> float:
     if not values:
         return float("nan")
     return min(values) if lower_is_better(metric) else max(values)
+
+
+# --- tuning: a study's parent run, a nested run per trial -----------------------------------
+
+RUN_KIND = "run_kind"  # tune on a study's parent run, tune_trial on its trials' runs
+TUNE_RUN, TRIAL_RUN = "tune", "tune_trial"
+PARENT_RUN = "mlflow.parentRunId"  # how MLflow nests a run under another
+TRIAL_STATE = "trial_state"  # complete, pruned or failed
+
+
+def _ms(moment) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+@dataclass(frozen=True)
+class TuningLog:
+    """The open parent run of a study (`tuning_run`): `trial` logs each trial as a run nested
+    under it, `finish` the study's record on it."""
+
+    run_id: str
+    experiment_id: str
+    store: str
+
+    def trial(self, t: TrialResult) -> str:
+        """A nested run for trial `t`: its settings as parameters; its value, scores and seconds
+        as metrics (the log loss after each fold as steps of oof_log_loss_so_far); its state as
+        the tag trial_state. Returns the run's id."""
+        from mlflow.entities import Metric, Param, RunStatus
+
+        from loyalty_model.tuning import METRIC
+
+        client = MlflowClient()
+        tags = {
+            PARENT_RUN: self.run_id,
+            RUN_KIND: TRIAL_RUN,
+            TRIAL_STATE: t.state,
+            "trial_number": str(t.number),
+        }
+        when = _ms(t.ended)
+        values = {
+            METRIC: t.value,
+            "oof_pr_auc": t.pr_auc,
+            "oof_roc_auc": t.roc_auc,
+            "trees": None if t.trees is None else float(t.trees),
+            "seconds": t.seconds,
+        }
+        metrics = [Metric(k, float(v), when, 0) for k, v in values.items() if v is not None]
+        metrics += [Metric(f"{METRIC}_so_far", v, when, k) for k, v in t.folds.items()]
+        try:
+            run = client.create_run(
+                self.experiment_id,
+                start_time=_ms(t.started),
+                tags=tags,
+                run_name=f"trial-{t.number}",
+            )
+            run_id = run.info.run_id
+            params = [Param(k, str(v)) for k, v in t.params.items()]
+            client.log_batch(run_id, metrics=metrics, params=params)
+            status = RunStatus.FAILED if t.state == "failed" else RunStatus.FINISHED
+            client.set_terminated(run_id, RunStatus.to_string(status), end_time=when)
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot log trial {t.number} to the tracking store {_shown(self.store)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        return run_id
+
+    def finish(self, record: RunRecord) -> None:
+        """The study's parameters (those not logged at the start), metrics, artifacts,
+        figures and tags, on the parent run."""
+        try:
+            logged = MlflowClient().get_run(self.run_id).data.params
+            fresh = {k: str(v)[:500] for k, v in record.params.items() if k not in logged}
+            mlflow.log_params(fresh)
+            mlflow.log_metrics(record.metrics)
+            for filename, text in record.artifacts.items():
+                mlflow.log_text(text, filename)
+            for filename, fig in record.figures.items():
+                mlflow.log_figure(fig, filename)
+            mlflow.set_tags(record.tags)
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot log the study to the tracking store {_shown(self.store)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+
+
+@contextlib.contextmanager
+def tuning_run(
+    cfg: Config,
+    params: Mapping[str, object],
+    inputs: Mapping[str, Mapping[str, str]] | None = None,
+) -> Iterator[TuningLog]:
+    """The parent run of a study, open for the block: in the config's experiment, tagged
+    run_kind=tune with the source lineage, `params` and the input tables (as a training run
+    logs them) logged at the start. It ends FINISHED, or FAILED when the block raises.
+    Tuning runs are not training runs: they lack the tag the leaderboard (`training_runs`)
+    selects on, and their trials are nested runs, which it leaves out too."""
+    _quiet()
+    with _store(cfg.tracking) as uri:
+        try:
+            run_in = _experiment_id(cfg.tracking.experiment)
+            lineage = source_lineage()
+            tags = {**lineage, RUN_KIND: TUNE_RUN}
+            run = mlflow.start_run(experiment_id=run_in, tags=tags, run_name="tune")
+        except MlflowException as exc:
+            raise ModelError(
+                f"cannot start the tuning run in the tracking store {_shown(uri)}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        with run:
+            try:
+                _drop_foreign_git_tags(MlflowClient(), run.info.run_id, run.data.tags, lineage)
+                mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
+                _log_inputs(inputs or {})
+            except MlflowException as exc:
+                raise ModelError(
+                    f"cannot log the tuning run to the tracking store {_shown(uri)}: "
+                    f"{_first_line(exc)}"
+                ) from exc
+            yield TuningLog(run.info.run_id, run_in, uri)

@@ -36,6 +36,20 @@ def test_console_script_simulates_and_validates(tmp_path):
     assert "satisfies the data contract" in val.stdout
 
 
+def test_simulate_purchase_only_writes_a_valid_transaction_log(tmp_path):
+    out = tmp_path / "retail"
+    result = runner.invoke(
+        app, ["simulate", "--preset", "tiny", "--seed", "3", "--purchase-only", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "purchase-only" in result.output and "loyal rate per customer" in result.output
+    assert "people sampled" not in result.output
+    events = pd.read_parquet(out / "events.parquet")
+    assert set(events["event_type"]) == {"purchase"}
+    assert pd.read_parquet(out / "influencers.parquet")["influencer_id"].tolist() == ["retail"]
+    assert runner.invoke(app, ["validate", "--data", str(out)]).exit_code == 0
+
+
 def test_validate_reports_problems_and_exits_2(tiny_world, tmp_path):
     data = tmp_path / "data"
     shutil.copytree(tiny_world, data)
