@@ -19,6 +19,7 @@ from pathlib import Path
 
 from loyalty_model.card import table_md
 from loyalty_model.config import load_config
+from loyalty_model.evaluate import BEST_BASELINE
 from loyalty_model.training import fit_and_evaluate
 
 TARGETS = ("pr_auc", "audience_spearman_rate", "roc_auc")
@@ -40,16 +41,16 @@ def one_world(data: str, config: str | None, overrides: list[str]) -> dict:
         print("\nmodel minus each baseline (paired bootstrap, 90 %):\n")
         print(table_md(d))
         print()
+        best = d[d["baseline"] == BEST_BASELINE].set_index("metric")
         for metric in TARGETS:
-            rows = d[d["metric"] == metric].dropna(subset=["baseline_value"])
-            if rows.empty:
+            if metric not in best.index:
                 continue
-            best = rows.loc[rows["baseline_value"].idxmax()]
-            verdict = "ABOVE ZERO" if best["low"] > 0 else "not above zero"
+            r = best.loc[metric]
+            verdict = "ABOVE ZERO" if r["low"] > 0 else "not above zero"
             print(
-                f"{metric}: model {best['model']:.4f} - best baseline {best['baseline']} "
-                f"{best['baseline_value']:.4f} = {best['difference']:+.4f} "
-                f"[{best['low']:+.4f}, {best['high']:+.4f}] {verdict}"
+                f"{metric}: model {r['model']:.4f} - best baseline ({r['best_on_test']} on the "
+                f"test rows) {r['baseline_value']:.4f} = {r['difference']:+.4f} "
+                f"[{r['low']:+.4f}, {r['high']:+.4f}] (best of each draw) {verdict}"
             )
     return {
         "data": data,

@@ -322,6 +322,7 @@ def tune(
     if data_dir is not None:  # a path, not YAML (as train)
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"dir": Path(data_dir)})})
     _data_dir(cfg.data.dir)
+    tuning.check_base(cfg.model)
     out = Path(out)
     if out.is_dir() or not out.parent.is_dir():
         why = "it is a folder" if out.is_dir() else f"no folder {out.parent}"

@@ -34,6 +34,10 @@ from scipy.special import betainc, betaln, digamma, gammaln, hyp2f1
 # population that never repeats, or repeats like clockwork, pushes a parameter to a bound
 # instead of to 0 or infinity
 _LOG_BOUND = np.log(1e5)
+# a population (a brand's buyers) with fewer customers than this, or none who bought again, is
+# not fitted on its own (the BG/NBD baseline pools it with the other brands; the BG/NBD
+# features leave its rows NaN)
+MIN_CUSTOMERS = 30
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,12 @@ import pandas as pd
 
 from loyalty_model.config import Config
 from loyalty_model.contract import TIERS
-from loyalty_model.evaluate import BOOTSTRAP_LEVEL, MIN_CAMPAIGN_FOLLOWERS
+from loyalty_model.evaluate import (
+    BEST_BASELINE,
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_MIN_WAVES,
+    MIN_CAMPAIGN_FOLLOWERS,
+)
 from loyalty_model.gate import LOWER_IS_BETTER
 from loyalty_model.intervals import INTERVAL
 
@@ -258,31 +263,35 @@ def _signed(v: float) -> str:
 
 
 def against_best_baselines(differences: pd.DataFrame) -> list[str]:
-    """Per compared metric, in words: the model minus the best baseline on the test rows
-    with its paired-bootstrap interval, and whether the interval clears zero."""
+    """Per compared metric, in words: the model minus the best baseline (the best of each
+    bootstrap draw: evaluate.BEST_BASELINE) with its paired-bootstrap interval, and whether
+    the interval clears zero."""
     if differences.empty:
         return []
     out = []
-    for metric, rows in differences.groupby("metric", sort=False):
-        rows = rows.dropna(subset=["baseline_value"])
-        if rows.empty:
-            continue
-        r = rows.loc[rows["baseline_value"].idxmax()]
-        if not (math.isfinite(r["low"]) and math.isfinite(r["high"])):
+    for r in differences[differences["baseline"] == BEST_BASELINE].itertuples(index=False):
+        name = METRIC_NAMES.get(r.metric, r.metric)
+        m, b = pair(r.model, r.baseline_value)
+        said = (
+            f"{name}: model {m} against {b} for {r.best_on_test}, the best baseline on the test "
+            f"rows; difference {_signed(r.difference)}"
+        )
+        if not (math.isfinite(r.low) and math.isfinite(r.high)):
+            out.append(
+                f"{said}; only {count(r.waves)} test campaign waves, too few for an interval "
+                f"(at least {BOOTSTRAP_MIN_WAVES}): **not established**."
+            )
             continue
         verdict = (
             "the model is ahead"
-            if r["low"] > 0
-            else "the baseline is ahead"
-            if r["high"] < 0
+            if r.low > 0
+            else "the baselines are ahead"
+            if r.high < 0
             else "**not distinguishable**"
         )
-        m, b = pair(r["model"], r["baseline_value"])
         out.append(
-            f"{METRIC_NAMES.get(metric, metric)}: model {m} against {b} for {r['baseline']}, "
-            f"the best baseline; difference {_signed(r['difference'])}, "
-            f"{percent(BOOTSTRAP_LEVEL)} interval [{_signed(r['low'])}, {_signed(r['high'])}]"
-            f": {verdict}."
+            f"{said}, {percent(BOOTSTRAP_LEVEL)} interval [{_signed(r.low)}, {_signed(r.high)}]"
+            f" (against the best baseline of each draw): {verdict}."
         )
     return out
 
@@ -294,10 +303,12 @@ def _differences_table(differences: pd.DataFrame) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for r in differences.itertuples(index=False):
+        known = math.isfinite(r.low) and math.isfinite(r.high)
+        interval = f"[{_signed(r.low)}, {_signed(r.high)}]" if known else "n/a"
         lines.append(
             f"| {r.baseline} | {METRIC_NAMES.get(r.metric, r.metric)} | {number(r.model)} | "
-            f"{number(r.baseline_value)} | {_signed(r.difference)} | "
-            f"[{_signed(r.low)}, {_signed(r.high)}] | {percent(r.model_ahead)} |"
+            f"{number(r.baseline_value)} | {_signed(r.difference)} | {interval} | "
+            f"{percent(r.model_ahead)} |"
         )
     return "\n".join(lines)
 
@@ -310,7 +321,10 @@ def _differences_section(differences: pd.DataFrame) -> str:
         "The model minus each baseline on the same test rows, with a paired-bootstrap "
         f"{percent(BOOTSTRAP_LEVEL)} interval: {draws} draws of the {waves} test campaign "
         "waves (a brand and a start time) with replacement, every scorer scored on the same "
-        "draws. An interval that contains 0 means the test campaigns cannot tell the two apart."
+        "draws. An interval that contains 0 means the test campaigns cannot tell the two apart. "
+        f"The rows '{BEST_BASELINE}' compare the model with the best baseline of each draw, so "
+        "that picking the best on the same rows is part of the interval; with fewer than "
+        f"{BOOTSTRAP_MIN_WAVES} waves there is no interval."
     )
     return f"## Model against each baseline (paired bootstrap)\n\n{intro}\n\n" + (
         _differences_table(differences) + "\n\n"

@@ -297,7 +297,8 @@ class SparkConfig(_Section):
     conf: dict[str, str] = Field(
         {},
         description="further Spark settings, e.g. {spark.ui.enabled: 'false'}; they override "
-        "the ones above. spark.sql.* keys apply to every run, the others when this process "
+        "the ones above, except spark.sql.session.timeZone, always UTC (the features count "
+        "UTC days). spark.sql.* keys apply to every run, the others when this process "
         "starts Spark",
     )
 

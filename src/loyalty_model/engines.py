@@ -317,7 +317,10 @@ def _sql_conf(s: SparkConfig) -> dict[str, str]:
         "spark.sql.shuffle.partitions": str(s.shuffle_partitions),
         "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
     }
-    return ours | {k: v for k, v in s.conf.items() if k.startswith("spark.sql.")}
+    # the session time zone stays UTC whatever spark.conf says: the features' day numbers
+    # (and the BG/NBD fits keyed by them) read the instants as UTC days
+    theirs = {k: v for k, v in s.conf.items() if k.startswith("spark.sql.")}
+    return ours | theirs | {"spark.sql.session.timeZone": "UTC"}
 
 
 @contextlib.contextmanager

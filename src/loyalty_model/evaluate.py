@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -189,13 +190,14 @@ BTYD_FIRST_PURCHASE = "fb_days_since_first_purchase"
 BTYD_PURCHASE_DAYS = "fb_purchase_days_all"
 # a brand with fewer past buyers in the fit rows (or none who bought twice) gets the fit of
 # every brand's buyers together
-BTYD_MIN_CUSTOMERS = 30
+BTYD_MIN_CUSTOMERS = btyd.MIN_CUSTOMERS
 
 
 def _cutoff_day(frame: pd.DataFrame) -> np.ndarray:
     """The UTC day number of each row's cutoff (features use the days before it)."""
-    ts = pd.to_datetime(frame["cutoff_ts"], utc=True)
-    return ((ts - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(days=1)).to_numpy(dtype=float)
+    from loyalty_model.features import cut_days
+
+    return cut_days(frame["cutoff_ts"]).astype(float)
 
 
 def btyd_histories(
@@ -331,7 +333,7 @@ def evaluate_model(
     truth: pd.DataFrame | None,
     seed=0,
     valid_p: np.ndarray | None = None,
-    draws: int = 1000,
+    draws: int = 0,
 ):
     """Every metric of a trained model on valid and test, the oracle where ground truth is
     known (simulated data), and the baselines on the same test rows.
@@ -453,6 +455,10 @@ def _baseline_table(
 
 BOOTSTRAP_LEVEL = 0.90
 COMPARED = ("roc_auc", "pr_auc", "audience_spearman_rate")  # the metrics compared
+# below this many test waves a bootstrap over them says nothing (one wave: every draw is the
+# same): the differences are given without an interval
+BOOTSTRAP_MIN_WAVES = 10
+BEST_BASELINE = "best baseline"  # the row of the model against the best baseline of each draw
 
 
 class _Ranked:
@@ -526,7 +532,11 @@ def paired_differences(
     Spearman is over the campaigns of at least MIN_CAMPAIGN_FOLLOWERS followers, each
     scored by its mean (audience_rank_metrics). One row per baseline and metric: the point
     difference on the test rows, the interval's ends (percentiles of the draws' differences),
-    the share of draws in which the model is ahead, and the waves drawn from."""
+    the share of draws in which the model is ahead, the waves drawn from and the baseline best
+    on the test rows; and, with two baselines or more, a BEST_BASELINE row per metric: the
+    model minus the best baseline of each draw, so that choosing the best on the same rows is
+    part of the interval. With fewer than BOOTSTRAP_MIN_WAVES waves there is no interval
+    (NaN ends): the differences alone."""
     y = test["label"].to_numpy()
     wave = test["brand_id"].astype(str) + "|" + test["cutoff_ts"].astype(str)
     unit, names = pd.factorize(wave, sort=True)
@@ -567,44 +577,54 @@ def paired_differences(
         [scored(counts[:, i : i + 100]) for i in range(0, draws, 100)], axis=2
     )  # in slices of 100 draws, to bound the products' memory
     tail = (1 - level) / 2
+    few = n_units < BOOTSTRAP_MIN_WAVES
+
+    def row(baseline: str, m: int, value: float, diff: np.ndarray, best: str) -> dict:
+        diff = diff[np.isfinite(diff)]
+        low = high = float("nan")
+        if len(diff) and not few:
+            low, high = (float(q) for q in np.quantile(diff, [tail, 1 - tail]))
+        return {
+            "baseline": baseline,
+            "metric": COMPARED[m],
+            "model": point[0, m],
+            "baseline_value": value,
+            "difference": point[0, m] - value,
+            "low": low,
+            "high": high,
+            "model_ahead": float((diff > 0).mean()) if len(diff) and not few else float("nan"),
+            "draws": float(len(diff)),
+            "waves": float(n_units),
+            "best_on_test": best,
+        }
+
     rows = []
-    for j, name in enumerate(scorers):
-        if name == "model":
-            continue
-        for m, metric in enumerate(COMPARED):
-            diff = drawn[0, m] - drawn[j, m]
-            diff = diff[np.isfinite(diff)]
-            low, high = np.quantile(diff, [tail, 1 - tail]) if len(diff) else (float("nan"),) * 2
-            rows.append(
-                {
-                    "baseline": name,
-                    "metric": metric,
-                    "model": point[0, m],
-                    "baseline_value": point[j, m],
-                    "difference": point[0, m] - point[j, m],
-                    "low": float(low),
-                    "high": float(high),
-                    "model_ahead": float((diff > 0).mean()) if len(diff) else float("nan"),
-                    "draws": float(len(diff)),
-                    "waves": float(n_units),
-                }
-            )
+    who = list(scorers)
+    for m in range(len(COMPARED)):
+        values = point[1:, m]
+        best = who[1 + int(np.nanargmax(values))] if np.isfinite(values).any() else ""
+        rows += [
+            row(who[j], m, point[j, m], drawn[0, m] - drawn[j, m], best) for j in range(1, len(who))
+        ]
+        if len(who) > 1 and best:
+            # the best baseline is chosen on the same test rows: each draw compares the model
+            # with the best baseline of that draw, so the choice is part of the interval
+            with warnings.catch_warnings():  # a draw where no baseline scores: NaN, dropped
+                warnings.simplefilter("ignore", RuntimeWarning)
+                strongest = np.nanmax(drawn[1:, m], axis=0)
+            rows.append(row(BEST_BASELINE, m, np.nanmax(values), drawn[0, m] - strongest, best))
     return pd.DataFrame(rows)
 
 
 def best_baseline_metrics(differences: pd.DataFrame) -> dict[str, float]:
-    """Per compared metric, the model minus the best baseline on the test rows (the one with
-    the highest value) and the ends of its paired-bootstrap interval:
-    test_<metric>_minus_best_baseline[_low|_high]."""
+    """Per compared metric, the model minus the best baseline (BEST_BASELINE rows: the best
+    chosen in each draw) and the ends of its paired-bootstrap interval:
+    test_<metric>_minus_best_baseline[_low|_high] (NaN ends are not returned)."""
     out: dict[str, float] = {}
-    for metric, rows in differences.groupby("metric", sort=False):
-        rows = rows.dropna(subset=["baseline_value"])
-        if rows.empty:
-            continue
-        best = rows.loc[rows["baseline_value"].idxmax()]
-        key = f"test_{metric}_minus_best_baseline"
-        out |= {key: best["difference"], f"{key}_low": best["low"], f"{key}_high": best["high"]}
-    return out
+    for r in differences[differences["baseline"] == BEST_BASELINE].itertuples(index=False):
+        key = f"test_{r.metric}_minus_best_baseline"
+        out |= {key: r.difference, f"{key}_low": r.low, f"{key}_high": r.high}
+    return {k: float(v) for k, v in out.items() if v == v}
 
 
 # -- audiences against the simulator's counterfactual ground truth ----------------------------

@@ -500,8 +500,8 @@ def feature_names(frame_columns: list[str], spine_columns: list[str]) -> tuple[s
 
 # a (brand, cutoff day) whose population has fewer buyers than this, or nobody who bought on
 # a second day, gets no fit: its rows' BG/NBD features are NaN, as they are for a follower
-# who never bought the brand (the threshold of evaluate.BTYD_MIN_CUSTOMERS)
-BG_NBD_MIN_BUYERS = 30
+# who never bought the brand
+BG_NBD_MIN_BUYERS = btyd.MIN_CUSTOMERS
 # the columns of a feature frame the BG/NBD features are computed from
 BG_NBD_INPUTS = (
     "brand_id",

@@ -21,7 +21,7 @@ import pandas as pd
 
 from loyalty_model import model, training
 from loyalty_model.config import Config, ModelConfig
-from loyalty_model.errors import DataError
+from loyalty_model.errors import ConfigError, DataError
 from loyalty_model.features import FeatureSpec
 
 # what a trial's value is (minimised): the log loss of the out-of-fold predictions. Not their
@@ -205,6 +205,23 @@ def fold_count(rows: TuningRows, calibration_folds: int) -> int:
     fewer campaign waves."""
     waves = np.concatenate([training.waves(rows.train), training.waves(rows.valid)])
     return min(calibration_folds, len(np.unique(waves)))
+
+
+def check_base(cfg: ModelConfig) -> None:
+    """A ConfigError naming every searched setting of `cfg` outside SEARCH_SPACE: trial 0
+    tries the config's own settings, and Optuna cannot place a value outside a dimension's
+    range (a log-scale one refuses 0 outright)."""
+    values = settings_of(cfg)
+    outside = [
+        f"model.{d.name}={values[d.name]!r} (tune searches {d.words().split(': ', 1)[1]})"
+        for d in SEARCH_SPACE
+        if d.kind != "bool" and not d.low <= float(values[d.name]) <= d.high
+    ]
+    if outside:
+        raise ConfigError(
+            "tune starts from the config's own settings (trial 0), and these are outside its "
+            f"search space: {'; '.join(outside)}; set them within it"
+        )
 
 
 def settings_of(cfg: ModelConfig) -> dict[str, object]:

@@ -146,6 +146,7 @@ def test_tune_logs_a_study_and_writes_a_config_train_loads(
         (["--set", "model.learning_rate=-1"], "model.learning_rate: Input should be greater"),
         (["--out", "no/such/folder/tuned.yaml"], "cannot write no/such/folder/tuned.yaml"),
         (["--data", "missing"], "data directory not found: missing"),
+        (["--set", "model.reg_lambda=0"], "model.reg_lambda=0.0 (tune searches float 0.001 to"),
     ],
 )
 def test_tune_refuses_bad_input_in_one_line(tiny_world, store, tmp_path, args, message):

@@ -183,11 +183,14 @@ def test_the_cards_lists_survive_the_reports_markdown_reader(card):
 
 def test_the_card_says_whether_the_test_campaigns_can_tell_the_model_from_the_best_baseline():
     outcome = _outcome()
+    lr, best = "logistic_regression", "best baseline"
     outcome.evaluation.differences = pd.DataFrame(
         [
             ("follower_count", "pr_auc", 0.075388, 0.0194, 0.056, 0.04, 0.07, 1.0),
-            ("logistic_regression", "pr_auc", 0.075388, 0.0766, -0.0012, -0.009, 0.006, 0.41),
-            ("logistic_regression", "roc_auc", 0.77168, 0.7696, 0.0021, 0.0004, 0.0039, 0.97),
+            (lr, "pr_auc", 0.075388, 0.0766, -0.0012, -0.009, 0.006, 0.41),
+            (best, "pr_auc", 0.075388, 0.0766, -0.0012, -0.01, 0.005, 0.35),
+            (lr, "roc_auc", 0.77168, 0.7696, 0.0021, 0.0004, 0.0039, 0.97),
+            (best, "roc_auc", 0.77168, 0.7696, 0.0021, 0.0004, 0.0039, 0.97),
         ],
         columns=[
             "baseline",
@@ -199,15 +202,19 @@ def test_the_card_says_whether_the_test_campaigns_can_tell_the_model_from_the_be
             "high",
             "model_ahead",
         ],
-    ).assign(draws=1000.0, waves=72.0)
+    ).assign(draws=1000.0, waves=72.0, best_on_test=lr)
     text = model_card(load_config(None), outcome)
     glance = text.split("## Data")[0]
     assert (
-        "PR-AUC: model 0.0754 against 0.0766 for logistic_regression, the best baseline; "
-        "difference −0.00120, 90 % interval [−0.00900, +0.00600]: **not distinguishable**."
+        "PR-AUC: model 0.0754 against 0.0766 for logistic_regression, the best baseline on the "
+        "test rows; difference −0.00120, 90 % interval [−0.0100, +0.00500] (against the best "
+        "baseline of each draw): **not distinguishable**."
     ) in glance
     assert "ROC-AUC: model 0.772 against 0.770 for logistic_regression" in glance
-    assert "[+0.000400, +0.00390]: the model is ahead." in glance
+    assert (
+        "[+0.000400, +0.00390] (against the best baseline of each draw): the model is ahead."
+        in (glance)
+    )
     assert "## Model against each baseline (paired bootstrap)" in text
     assert "1,000 draws of the 72 test campaign waves" in text
     assert (

@@ -184,3 +184,17 @@ def test_a_full_spill_disk_is_one_line(tmp_path):
     msg = str(info.value)
     assert "\n" not in msg and "No space left on device" in msg
     assert str(tmp_path) in msg and "duckdb.temp_directory" in msg
+
+
+def test_spark_sessions_stay_in_utc_whatever_the_conf_says():
+    from loyalty_model.config import SparkConfig
+    from loyalty_model.engines import _sql_conf
+
+    conf = _sql_conf(SparkConfig(conf={"spark.sql.session.timeZone": "Europe/Paris"}))
+    assert conf["spark.sql.session.timeZone"] == "UTC"
+    assert (
+        _sql_conf(SparkConfig(conf={"spark.sql.shuffle.partitions": "3"}))[
+            "spark.sql.shuffle.partitions"
+        ]
+        == "3"
+    )

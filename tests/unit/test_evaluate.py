@@ -354,30 +354,72 @@ def test_a_model_that_knows_the_rates_beats_noise_and_ties_with_itself():
     )
 
 
-def test_the_bootstrap_is_reproducible_and_its_interval_brackets_the_difference():
+def test_the_bootstrap_is_reproducible_and_paired():
     test = _test_rows(seed=2)
-    other = test["p"].to_numpy() + np.random.default_rng(5).normal(0, 0.05, len(test))
+    rng = np.random.default_rng(5)
+    other = test["p"].to_numpy() + rng.normal(0, 0.05, len(test))
     a = evaluate.paired_differences(test, test["p"].to_numpy(), {"other": other}, 300, seed=9)
     b = evaluate.paired_differences(test, test["p"].to_numpy(), {"other": other}, 300, seed=9)
     pd.testing.assert_frame_equal(a, b)
     c = evaluate.paired_differences(test, test["p"].to_numpy(), {"other": other}, 300, seed=10)
     assert not np.allclose(a["low"], c["low"])
-    assert (a["low"] <= a["difference"]).all() and (a["difference"] <= a["high"]).all()
+    # paired: the same draws score both sides, so swapping them mirrors the interval exactly
+    x, z = (test["p"].to_numpy() + rng.normal(0, 0.05, len(test)) for _ in range(2))
+    xz = evaluate.paired_differences(test, x, {"z": z}, 300, seed=1).set_index("metric")
+    zx = evaluate.paired_differences(test, z, {"x": x}, 300, seed=1).set_index("metric")
+    xz, zx = xz[xz["baseline"] == "z"], zx[zx["baseline"] == "x"]
+    np.testing.assert_allclose(xz["low"], -zx["high"], atol=1e-12)
+    np.testing.assert_allclose(xz["high"], -zx["low"], atol=1e-12)
+    np.testing.assert_allclose(xz["difference"], -zx["difference"], atol=1e-12)
 
 
-def test_best_baseline_metrics_take_the_strongest_baseline_per_metric():
+def test_too_few_waves_give_no_interval_and_the_card_says_so():
+    test = _test_rows(n_waves=3)  # the bootstrap of 3 waves would draw the same few sets
+    rng = np.random.default_rng(1)
+    d = evaluate.paired_differences(test, test["p"].to_numpy(), {"noise": rng.random(len(test))})
+    assert d["low"].isna().all() and d["high"].isna().all() and (d["waves"] == 3).all()
+    assert d["difference"].notna().all()
+    assert evaluate.best_baseline_metrics(d) == {
+        f"test_{m}_minus_best_baseline": pytest.approx(
+            d.loc[(d["baseline"] == "noise") & (d["metric"] == m), "difference"].item()
+        )
+        for m in evaluate.COMPARED
+    }
+    from loyalty_model.card import against_best_baselines
+
+    said = against_best_baselines(d)
+    assert len(said) == 3 and all("too few for an interval" in line for line in said)
+
+
+def test_the_best_baseline_is_chosen_in_every_draw():
+    """Against the best of two equal baselines the model is behind more often than against
+    either one: the interval of the best-of-each-draw row sits below both single rows."""
+    test = _test_rows(seed=3)
+    rng = np.random.default_rng(4)
+    model, b1, b2 = (test["p"].to_numpy() + rng.normal(0, 0.05, len(test)) for _ in range(3))
+    d = evaluate.paired_differences(test, model, {"b1": b1, "b2": b2}, 500, seed=2)
+    for metric, rows in d.groupby("metric"):
+        rows = rows.set_index("baseline")
+        best = rows.loc[evaluate.BEST_BASELINE]
+        assert best["best_on_test"] in ("b1", "b2")
+        assert best["baseline_value"] == rows.loc[["b1", "b2"], "baseline_value"].max()
+        assert best["low"] <= rows.loc[["b1", "b2"], "low"].min() + 1e-12, metric
+        assert best["model_ahead"] <= rows.loc[["b1", "b2"], "model_ahead"].min()
+
+
+def test_best_baseline_metrics_read_the_best_of_each_draw_rows():
     d = pd.DataFrame(
         [
-            ("lr", "pr_auc", 0.1, 0.09, 0.01, -0.01, 0.03),
-            ("reach", "pr_auc", 0.1, 0.05, 0.05, 0.03, 0.07),
-            ("lr", "roc_auc", 0.8, 0.6, 0.2, 0.1, 0.3),
-            ("reach", "roc_auc", 0.8, 0.7, 0.1, 0.05, 0.15),
+            ("lr", "pr_auc", 0.01, -0.01, 0.03),
+            ("best baseline", "pr_auc", 0.01, -0.02, 0.025),
+            ("best baseline", "roc_auc", 0.1, 0.05, float("nan")),
         ],
-        columns=["baseline", "metric", "model", "baseline_value", "difference", "low", "high"],
+        columns=["baseline", "metric", "difference", "low", "high"],
     )
-    m = evaluate.best_baseline_metrics(d)
-    assert m["test_pr_auc_minus_best_baseline"] == 0.01
-    assert (m["test_pr_auc_minus_best_baseline_low"], m["test_roc_auc_minus_best_baseline"]) == (
-        -0.01,
-        0.1,
-    )
+    assert evaluate.best_baseline_metrics(d) == {
+        "test_pr_auc_minus_best_baseline": 0.01,
+        "test_pr_auc_minus_best_baseline_low": -0.02,
+        "test_pr_auc_minus_best_baseline_high": 0.025,
+        "test_roc_auc_minus_best_baseline": 0.1,
+        "test_roc_auc_minus_best_baseline_low": 0.05,
+    }
