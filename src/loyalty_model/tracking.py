@@ -565,6 +565,9 @@ def _drop_foreign_git_tags(
             client.delete_tag(run_id, key)
 
 
+INPUT_ATTEMPTS = 4  # tries of logging the input tables when another run logs them at once
+
+
 def _log_inputs(inputs: Mapping[str, Mapping[str, str]]) -> None:
     """Each input table as an MLflow dataset input of context `training`: named by the table,
     its source the file (or folder), its digest the first DIGEST_CHARS hex characters of the
@@ -573,6 +576,7 @@ def _log_inputs(inputs: Mapping[str, Mapping[str, str]]) -> None:
         return
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from sqlalchemy.exc import SQLAlchemyError
 
     datasets = []
     with warnings.catch_warnings():  # a local path matches two registered sources: same one
@@ -580,11 +584,21 @@ def _log_inputs(inputs: Mapping[str, Mapping[str, str]]) -> None:
         for table, info in inputs.items():
             source = resolve_dataset_source(info["path"])
             datasets.append(MetaDataset(source, name=table, digest=info["sha256"][:DIGEST_CHARS]))
-    mlflow.log_inputs(
-        datasets,
-        contexts=[INPUT_CONTEXT] * len(datasets),
-        tags_list=[{"sha256": info["sha256"]} for info in inputs.values()],
-    )
+    for attempt in range(INPUT_ATTEMPTS):
+        try:
+            mlflow.log_inputs(
+                datasets,
+                contexts=[INPUT_CONTEXT] * len(datasets),
+                tags_list=[{"sha256": info["sha256"]} for info in inputs.values()],
+            )
+            return
+        except (MlflowException, SQLAlchemyError) as exc:
+            # two runs logging the same new dataset at once: the store looks the dataset up,
+            # both miss it, and the second insert breaks the unique key (its transaction is
+            # rolled back). Again, the lookup finds the one the other run stored.
+            if "UNIQUE constraint" not in str(exc) or attempt == INPUT_ATTEMPTS - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def _version_description(record: RunRecord, lineage: Mapping[str, str], run_id: str) -> str:

@@ -17,7 +17,11 @@ OWN = ("fi_", "f_", "fb_")
 
 
 def own_columns(features: pd.DataFrame) -> list[str]:
-    return [c for c in features.columns if c.startswith(OWN)]
+    """The follower's own features, but the fitted BG/NBD ones: those read the follower's
+    history through parameters fitted on all the brand's buyers before the cutoff, so another
+    buyer's purchases move them by design (features.bg_nbd_fits)."""
+    population = {"fb_p_alive"} | {c for c in features.columns if c.startswith("fb_expected_")}
+    return [c for c in features.columns if c.startswith(OWN) and c not in population]
 
 
 def others_unchanged(before: pd.DataFrame, after: pd.DataFrame, followers) -> None:
