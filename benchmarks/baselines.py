@@ -35,6 +35,13 @@ def one_world(data: str, config: str | None, overrides: list[str]) -> dict:
         f"\n## {data}: {outcome.sizes['test_campaigns']:.0f} test campaigns, "
         f"{outcome.sizes['test_rows']:,.0f} test rows, {seconds:.0f} s\n"
     )
+    use = outcome.feature_cache
+    print(
+        f"features: {outcome.timings['feature_seconds']:.1f} s, feature cache "
+        f"{use.state if use else 'n/a'}"
+        + (f" (built in {use.built_seconds:.1f} s)" if use and use.state == "hit" else "")
+        + "\n"
+    )
     print(table_md(ev.baselines))
     d = ev.differences
     if not d.empty:
@@ -56,6 +63,7 @@ def one_world(data: str, config: str | None, overrides: list[str]) -> dict:
         "data": data,
         "seconds": seconds,
         "sizes": outcome.sizes,
+        "timings": outcome.timings,
         "baselines": ev.baselines.to_dict("records"),
         "differences": d.to_dict("records"),
         "metrics": {k: v for k, v in outcome.metrics.items() if k.startswith("test_")},
