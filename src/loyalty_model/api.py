@@ -363,7 +363,7 @@ def tune(
         tuned = tuning.tuned_config(cfg, study.best.params)
         record = tuning.study_record(cfg, study, tuned, request)
         stage(f"writing the best config to {out} and logging the study")
-        _write_text(out, record.artifacts["tuned_config.yaml"])
+        io.write_text_atomic(out, record.artifacts["tuned_config.yaml"], f"cannot write {out}")
         log.finish(record)
     return TuneResult(
         run_id=log.run_id,
@@ -382,29 +382,6 @@ def tune(
         config=tuned,
         trials=study.table(),
     )
-
-
-def _write_text(out: Path, text: str) -> None:
-    """`text` as the file `out`, atomically: a temporary file beside it, then one rename;
-    nothing is left behind on failure (as report.write_html)."""
-    import os
-
-    from loyalty_model import io
-
-    prefix = f".{out.name}.tmp-"
-    io.remove_leftovers(out.parent, prefix)  # of a run whose process is gone
-    tmp = out.parent / io.owned_name(prefix)
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException as e:
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"cannot write {out}: {e.strerror or e}") from e
-        raise
 
 
 # -- predict --------------------------------------------------------------------------------

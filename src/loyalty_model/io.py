@@ -701,6 +701,28 @@ def write_parquet_chunks(chunks: Iterable[pa.Table], path: Path, schema: pa.Sche
     return rows
 
 
+def write_text_atomic(out: Path, text: str, failure: str) -> None:
+    """`text` as the file `out`, atomically: a temporary file beside it (leftovers of dead
+    processes removed first), fsync, then one rename; nothing is left behind on failure or a
+    stop (KeyboardInterrupt). An OSError becomes OutputError(f"{failure}: {why}")."""
+    from loyalty_model.errors import OutputError
+
+    prefix = f".{out.name}.tmp-"
+    remove_leftovers(out.parent, prefix)  # of a run whose process is gone
+    tmp = out.parent / owned_name(prefix)
+    try:
+        with open(tmp, "x", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, out)
+    except BaseException as e:
+        tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise OutputError(f"{failure}: {e.strerror or e}") from e
+        raise
+
+
 def write_json(obj: dict, path: Path) -> None:
     Path(path).write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import re
 import statistics
 from collections.abc import Iterable
@@ -20,7 +19,7 @@ from html import escape
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from loyalty_model.errors import OutputError, RequestError
+from loyalty_model.errors import RequestError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -868,18 +867,5 @@ def write_html(
     pred = read_predictions(Path(predictions))
     text = render(pred, read_plan(Path(plan)) if plan is not None else None, card)
     out = Path(out)
-    prefix = f".{out.name}.tmp-"
-    io.remove_leftovers(out.parent, prefix)  # of a report run whose process is gone
-    tmp = out.parent / io.owned_name(prefix)
-    try:
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException as e:  # a stop (KeyboardInterrupt) too: nothing is left behind
-        tmp.unlink(missing_ok=True)
-        if isinstance(e, OSError):
-            raise OutputError(f"{out}: cannot write the report: {e.strerror or e}") from e
-        raise
+    io.write_text_atomic(out, text, f"{out}: cannot write the report")
     return out

@@ -22,14 +22,6 @@ from ..helpers import events_frame, ts, write_dir
 runner = CliRunner()
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # the default artifact root lands in the temp folder too
-    return uri
-
-
 # settings that make a run quick, for tests of the registry and the gate rather than of the
 # model (60 trees, 2 calibration folds, no truth check)
 QUICK = (

@@ -25,14 +25,6 @@ QUICK = (
 )
 
 
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> str:
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.chdir(tmp_path)  # the default artifact root lands in the temp folder too
-    return uri
-
-
 def _latest_cutoffs(mp: pytest.MonkeyPatch) -> list[pd.Timestamp]:
     """The latest cutoff_ts of every frame a trial fits on or scores, as the study runs."""
     seen: list[pd.Timestamp] = []
